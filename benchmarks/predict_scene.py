@@ -1,0 +1,294 @@
+"""Benchmark of whole-scene prediction: throughput and peak memory versus scene size.
+
+Measures, for square scenes of the given sizes (default 1024 and 4096 px):
+
+- throughput of :func:`pvdetect.predict.predict_scene` (all outputs: COG rasters, polygons,
+  overlay) in megapixels/s, against a bare batched forward pass over the same number of tiles
+  (``Bundle.predict_probs`` on tensors already on the device), goal ratio >= 0.8;
+- peak resident memory (``ru_maxrss`` of a fresh subprocess per scene) of ``predict_scene``
+  and of a prototype-style prediction that reads the whole scene and keeps full-size
+  accumulators in memory; goal for ``predict_scene``: largest / smallest <= 1.3.
+
+Scenes come from ``pvdetect.data.synthetic.generate_scene`` when available, else random 4-band
+float32 rasters written by strips. The model is a randomly initialised unet/resnet18.
+Results are printed and saved to ``bench_out/predict_scene.json``.
+
+Usage: ``python benchmarks/predict_scene.py [--sizes 1024,4096] [--quick] [--device auto]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+STATS = {
+    "mean": [900.0, 850.0, 700.0, 2500.0],
+    "std": [500.0, 450.0, 400.0, 900.0],
+    "p2": [100.0] * 4,
+    "p98": [4000.0] * 4,
+}
+
+
+def make_scene(path: Path, size: int, seed: int = 0) -> str:
+    """Write a ``size`` x ``size`` scene; returns how it was made."""
+    try:
+        from pvdetect.data.synthetic import generate_scene
+    except ImportError:
+        generate_scene = None
+    if generate_scene is not None:
+        generate_scene(path, path.with_name(path.stem + "_truth.tif"), size, seed)
+        return "synthetic.generate_scene"
+    import rasterio
+    from affine import Affine
+
+    from pvdetect.data.raster import geotiff_profile
+
+    prof = geotiff_profile(
+        height=size,
+        width=size,
+        count=4,
+        dtype="float32",
+        crs="EPSG:32633",
+        transform=Affine(10, 0, 500000, 0, -10, 5300000),
+        nodata=-9999.0,
+    )
+    rng = np.random.default_rng(seed)
+    with rasterio.open(path, "w", **prof) as dst:
+        for r0 in range(0, size, 256):
+            rows = min(256, size - r0)
+            block = rng.uniform(0, 4000, (4, rows, size)).astype(np.float32)
+            dst.write(block, window=rasterio.windows.Window(0, r0, size, rows))
+    return "random strips"
+
+
+def make_bundle(path: Path, tile: int, overlap: int) -> Path:
+    """Save a random unet/resnet18 bundle."""
+    import torch
+
+    from pvdetect.bundle import BundleMeta, save_bundle
+    from pvdetect.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("unet", "resnet18", in_channels=4)
+    meta = BundleMeta(
+        arch="unet", encoder="resnet18", band_stats=STATS, tile_size=tile, overlap=overlap
+    )
+    return save_bundle(path, model, meta)
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bare_forward(bundle, plan, batch_size: int, tta: bool = False) -> float:
+    """Seconds for a batched forward pass over the plan's tiles, data already on the device."""
+    import torch
+
+    t = plan.tile
+    x = torch.rand(batch_size, 4, t, t, device=bundle.device) * 3000
+    v = torch.ones(batch_size, t, t, dtype=torch.bool, device=bundle.device)
+    per_row = len(plan.xs)
+    batches = [min(batch_size, per_row - b) for b in range(0, per_row, batch_size)]
+    bundle.predict_probs(x, v, tta=tta)  # warm-up
+    _sync(bundle.device)
+    start = time.perf_counter()
+    for _ in plan.ys:
+        for b in batches:
+            out = bundle.predict_probs(x[:b], v[:b], tta=tta)
+    _sync(bundle.device)
+    del out
+    return time.perf_counter() - start
+
+
+def prototype_predict(bundle, scene: Path, out: Path, tile: int, overlap: int, batch: int) -> None:
+    """Prototype-style prediction: whole scene and full-size accumulators in memory."""
+    import torch
+
+    from pvdetect.data.raster import read_raster, valid_pixels, write_raster
+    from pvdetect.predict import blend_window, tile_starts
+
+    img, info = read_raster(scene)
+    valid = valid_pixels(img, info.nodata)
+    img[:, ~valid] = 0
+    h, w = valid.shape
+    acc = np.zeros((h, w), np.float32)
+    wsum = np.zeros((h, w), np.float32)
+    win = blend_window(tile)
+    coords = [
+        (y, x)
+        for y in tile_starts(h, tile, tile - overlap)
+        for x in tile_starts(w, tile, tile - overlap)
+    ]
+    for i in range(0, len(coords), batch):
+        cs = coords[i : i + batch]
+        xb = torch.from_numpy(np.stack([img[:, y : y + tile, x : x + tile] for y, x in cs]))
+        vb = torch.from_numpy(np.stack([valid[y : y + tile, x : x + tile] for y, x in cs]))
+        probs = bundle.predict_probs(xb, vb).cpu().numpy()
+        for (y, x), p, v in zip(cs, probs, vb.numpy(), strict=True):
+            ww = win * v
+            acc[y : y + tile, x : x + tile] += p * ww
+            wsum[y : y + tile, x : x + tile] += ww
+    prob = np.where(wsum > 0, acc / np.maximum(wsum, 1e-12), -9999).astype(np.float32)
+    write_raster(out / "proto_prob.tif", prob, crs=info.crs, transform=info.transform)
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one prediction in this (fresh) process and print its peak memory as JSON."""
+    import torch
+
+    from pvdetect.bundle import load_bundle, resolve_device
+    from pvdetect.predict import PredictOptions, predict_scene
+
+    bundle = load_bundle(args.bundle, device=resolve_device(args.device))
+    out = Path(args.out_dir)
+    start = time.perf_counter()
+    if args.child == "predict":
+        opts = PredictOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)
+        predict_scene(bundle, args.scene, out, opts)
+    else:
+        prototype_predict(bundle, Path(args.scene), out, args.tile, args.overlap, args.batch_size)
+    seconds = time.perf_counter() - start
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gpu = torch.cuda.max_memory_allocated() if bundle.device.type == "cuda" else 0
+    print(
+        json.dumps({"peak_rss_mb": rss_kb / 1024, "gpu_peak_mb": gpu / 2**20, "seconds": seconds})
+    )
+
+
+def run_child(kind: str, bundle: Path, scene: Path, out: Path, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--bundle", str(bundle), "--scene",
+           str(scene), "--out-dir", str(out), "--tile", str(args.tile), "--overlap",
+           str(args.overlap), "--batch-size", str(args.batch_size), "--device", args.device]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"{kind} child failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", default="1024,4096", help="scene sides, comma-separated")
+    p.add_argument("--quick", action="store_true", help="small sizes (256,1024), one repeat")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--overlap", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--out", type=Path, default=REPO / "bench_out")
+    p.add_argument("--no-prototype", action="store_true", help="skip the prototype memory runs")
+    # internal: one measurement in a subprocess
+    p.add_argument("--child", choices=["predict", "prototype"], help=argparse.SUPPRESS)
+    p.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--scene", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--out-dir", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    import torch
+
+    from pvdetect.bundle import load_bundle, resolve_device
+    from pvdetect.predict import PredictOptions, plan_scene, predict_scene
+
+    sizes = (
+        [256, 1024]
+        if args.quick and args.sizes == "1024,4096"
+        else [int(s) for s in args.sizes.split(",")]
+    )
+    repeats = 1 if args.quick else args.repeats
+    device = resolve_device(args.device)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    result: dict = {
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+        "cpu_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "batch_size": args.batch_size,
+        "model": "unet/resnet18 (random weights)",
+        "scenes": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="pvbench-") as tmp_s:
+        tmp = Path(tmp_s)
+        bundle_path = make_bundle(tmp / "bundle", args.tile, args.overlap)
+        bundle = load_bundle(bundle_path, device=device)
+        opts = PredictOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)
+        for size in sizes:
+            scene = tmp / f"scene_{size}.tif"
+            t0 = time.perf_counter()
+            result["scene_source"] = make_scene(scene, size)
+            print(f"[{size}] scene written in {time.perf_counter() - t0:.1f} s", flush=True)
+            plan = plan_scene(bundle, scene, opts)
+            mp = size * size / 1e6
+            # warm-up (cudnn autotune, allocator) on a small crop-sized run is the first repeat
+            times = []
+            for r in range(repeats + (1 if device.type == "cuda" else 0)):
+                res = predict_scene(bundle, scene, tmp / f"out_{size}_{r}", opts)
+                times.append(res.seconds)
+            t_pred = min(times)
+            t_bare = min(bare_forward(bundle, plan, args.batch_size) for _ in range(repeats))
+            entry = {
+                "megapixels": mp,
+                "tiles": plan.n_tiles,
+                "plants": res.plants,
+                "predict_scene_s": t_pred,
+                "predict_scene_mpx_s": mp / t_pred,
+                "bare_forward_s": t_bare,
+                "bare_forward_mpx_s": mp / t_bare,
+                "throughput_ratio": t_bare / t_pred,
+            }
+            print(
+                f"[{size}] predict_scene {mp / t_pred:.2f} MP/s ({t_pred:.2f} s), bare forward "
+                f"{mp / t_bare:.2f} MP/s ({t_bare:.2f} s), ratio {t_bare / t_pred:.2f}",
+                flush=True,
+            )
+            mem = run_child("predict", bundle_path, scene, tmp / f"mem_{size}", args)
+            entry["predict_peak_rss_mb"] = mem["peak_rss_mb"]
+            entry["predict_gpu_peak_mb"] = mem["gpu_peak_mb"]
+            msg = f"[{size}] peak RSS predict_scene {mem['peak_rss_mb']:.0f} MB"
+            if not args.no_prototype:
+                proto = run_child("prototype", bundle_path, scene, tmp / f"proto_{size}", args)
+                entry["prototype_peak_rss_mb"] = proto["peak_rss_mb"]
+                entry["prototype_gpu_peak_mb"] = proto["gpu_peak_mb"]
+                msg += f", prototype {proto['peak_rss_mb']:.0f} MB"
+            print(msg, flush=True)
+            result["scenes"][str(size)] = entry
+            for f in tmp.glob(f"scene_{size}*"):
+                f.unlink()
+    s = result["scenes"]
+    lo, hi = str(min(sizes)), str(max(sizes))
+    if lo != hi:
+        result["memory_ratio_predict"] = s[hi]["predict_peak_rss_mb"] / s[lo]["predict_peak_rss_mb"]
+        if "prototype_peak_rss_mb" in s[lo]:
+            result["memory_ratio_prototype"] = (
+                s[hi]["prototype_peak_rss_mb"] / s[lo]["prototype_peak_rss_mb"]
+            )
+    result["throughput_ratio_min"] = min(e["throughput_ratio"] for e in s.values())
+    result["goals"] = {
+        "throughput_ratio>=0.8": result["throughput_ratio_min"] >= 0.8,
+        "memory_ratio<=1.3": result.get("memory_ratio_predict", math.nan) <= 1.3,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "predict_scene.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "scenes"}, indent=2))
+    print(f"saved {args.out / 'predict_scene.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""GeoTIFF read and write: metadata, whole and windowed reads, nodata, atomic writes.
+
+Every read failure becomes a :class:`~pvdetect.errors.DataError` whose message names the file,
+and every write goes to a temporary name in the target folder that is renamed when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
+
+from pvdetect.errors import DataError, OutputError
+
+DEFAULT_NODATA = -9999.0
+BAND_NAMES = ("Red", "Green", "Blue", "NIR")
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """Metadata of one raster file."""
+
+    path: Path
+    count: int
+    height: int
+    width: int
+    dtype: str
+    crs: CRS | None
+    transform: Affine
+    nodata: float | None
+    descriptions: tuple[str | None, ...]
+
+    @property
+    def georeferenced(self) -> bool:
+        """True when the file has a CRS and a non-identity transform."""
+        return self.crs is not None and self.transform != Affine.identity()
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size (x, y) in CRS units."""
+        return (abs(self.transform.a), abs(self.transform.e))
+
+
+@contextlib.contextmanager
+def open_raster(path: str | os.PathLike) -> Iterator[rasterio.DatasetReader]:
+    """Open a raster for reading; any failure becomes a one-line :class:`DataError`."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: file not found")
+    if p.is_dir():
+        raise DataError(f"{p}: is a folder, not a raster file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(p)
+    except (RasterioIOError, rasterio.errors.RasterioError) as exc:
+        raise DataError(f"{p}: not a readable raster ({_short(exc)})") from None
+    try:
+        yield ds
+    finally:
+        ds.close()
+
+
+def _short(exc: BaseException) -> str:
+    """First line of an exception message, without the file path GDAL repeats."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+def raster_info(path: str | os.PathLike) -> RasterInfo:
+    """Read the metadata of a raster without its pixels."""
+    with open_raster(path) as ds:
+        return _info(Path(path), ds)
+
+
+def _info(path: Path, ds: rasterio.DatasetReader) -> RasterInfo:
+    return RasterInfo(
+        path=path,
+        count=ds.count,
+        height=ds.height,
+        width=ds.width,
+        dtype=ds.dtypes[0],
+        crs=ds.crs,
+        transform=ds.transform,
+        nodata=ds.nodata,
+        descriptions=tuple(ds.descriptions),
+    )
+
+
+def read_raster(
+    path: str | os.PathLike,
+    window: Window | None = None,
+    bands: Sequence[int] | None = None,
+    boundless: bool = False,
+    fill_value: float | None = None,
+) -> tuple[np.ndarray, RasterInfo]:
+    """Read bands (1-based indices, default all) as float32 ``[C, H, W]`` plus the metadata.
+
+    Truncated or corrupt files raise :class:`DataError` naming the file. With ``boundless``
+    the window may reach past the raster; such pixels get ``fill_value`` (default: nodata).
+    """
+    p = Path(path)
+    with open_raster(p) as ds:
+        info = _info(p, ds)
+        idx = list(bands) if bands is not None else list(range(1, ds.count + 1))
+        fill = fill_value if fill_value is not None else _fill(info)
+        try:
+            arr = ds.read(
+                idx,
+                window=window,
+                out_dtype="float32",
+                boundless=boundless,
+                fill_value=fill if boundless else None,
+            )
+        except Exception as exc:  # noqa: BLE001 - GDAL raises many types for broken files
+            problem = f"cannot read pixels, file truncated or corrupt ({_short(exc)})"
+            raise DataError(f"{p}: {problem}") from None
+    return arr, info
+
+
+def _fill(info: RasterInfo) -> float:
+    return float(info.nodata) if info.nodata is not None else DEFAULT_NODATA
+
+
+def valid_pixels(image: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Boolean ``[H, W]``: True where every band is finite and differs from nodata."""
+    ok = np.isfinite(image).all(axis=0)
+    if nodata is not None:
+        if np.isnan(nodata):
+            return ok
+        ok &= (image != nodata).all(axis=0)
+    return ok
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    The temporary name keeps the suffix so drivers chosen by extension still work.
+    """
+    final = Path(path)
+    parent = final.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=parent
+        )
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"{parent}: cannot write output here ({exc.strerror or exc})") from None
+    tmp = Path(tmp_name)
+    tmp.unlink()  # drivers such as GPKG refuse to open an existing empty file
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def geotiff_profile(
+    *,
+    height: int,
+    width: int,
+    count: int,
+    dtype: str,
+    crs: CRS | None,
+    transform: Affine,
+    nodata: float | None,
+    tiled: bool = True,
+    compress: str | None = "deflate",
+    blocksize: int = 256,
+) -> dict:
+    """A rasterio GTiff profile; tiled and compressed by default (tiles need >= 16 px)."""
+    profile: dict = {
+        "driver": "GTiff",
+        "height": height,
+        "width": width,
+        "count": count,
+        "dtype": dtype,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+    }
+    if tiled and height >= 16 and width >= 16:
+        bs = max(16, min(blocksize, 16 * (min(height, width) // 16)))
+        profile.update(tiled=True, blockxsize=bs, blockysize=bs)
+    if compress:
+        profile["compress"] = compress
+        if dtype.startswith("float"):
+            profile["predictor"] = 3
+        elif dtype.startswith(("uint", "int")):
+            profile["predictor"] = 2
+    return profile
+
+
+def write_raster(
+    path: str | os.PathLike,
+    array: np.ndarray,
+    *,
+    crs: CRS | str | None,
+    transform: Affine,
+    nodata: float | None = DEFAULT_NODATA,
+    descriptions: Sequence[str] | None = None,
+    compress: str | None = "deflate",
+) -> Path:
+    """Write a ``[C, H, W]`` (or ``[H, W]``) array as a GeoTIFF, atomically."""
+    arr = array[None] if array.ndim == 2 else array
+    crs_obj = CRS.from_user_input(crs) if crs is not None else None
+    profile = geotiff_profile(
+        height=arr.shape[1],
+        width=arr.shape[2],
+        count=arr.shape[0],
+        dtype=str(arr.dtype),
+        crs=crs_obj,
+        transform=transform,
+        nodata=nodata,
+        compress=compress,
+    )
+    final = Path(path)
+    with atomic_output(final) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(tmp, "w", **profile) as dst:
+                dst.write(arr)
+                if descriptions:
+                    for i, d in enumerate(descriptions[: arr.shape[0]], start=1):
+                        dst.set_band_description(i, d)
+    return final
+
+
+def window_transform(transform: Affine, window: Window) -> Affine:
+    """Transform of a window of a raster."""
+    return rasterio.windows.transform(window, transform)

@@ -1,0 +1,444 @@
+"""``pvdetect check``: validate a chip dataset against the chip contract and summarise it.
+
+Every file is read once. Every violation becomes one ``path: problem`` line; the command exits
+2 when there is any, 0 otherwise. This module must not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pvdetect.data.layouts import SPLITS, ChipRecord, LayoutScan, scan_layout
+from pvdetect.data.raster import (
+    BAND_NAMES,
+    DEFAULT_NODATA,
+    RasterInfo,
+    atomic_output,
+    read_raster,
+    valid_pixels,
+)
+from pvdetect.errors import DataError, OutputError
+
+IMAGE_BANDS = 4
+
+
+class RunningBandStats:
+    """Exact streaming per-band count, mean, variance, min and max (Chan et al. merge).
+
+    Feed it ``[C, n]`` blocks of valid pixel values with :meth:`update`.
+    """
+
+    def __init__(self, bands: int) -> None:
+        self.count = 0
+        self.mean = np.zeros(bands, np.float64)
+        self.m2 = np.zeros(bands, np.float64)
+        self.min = np.full(bands, np.inf)
+        self.max = np.full(bands, -np.inf)
+
+    def update(self, values: np.ndarray) -> None:
+        """Add a ``[C, n]`` block of values."""
+        n = values.shape[1]
+        if n == 0:
+            return
+        v = values.astype(np.float64, copy=False)
+        mean = v.mean(axis=1)
+        m2 = ((v - mean[:, None]) ** 2).sum(axis=1)
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
+        self.count = total
+        self.min = np.minimum(self.min, v.min(axis=1))
+        self.max = np.maximum(self.max, v.max(axis=1))
+
+    @property
+    def std(self) -> np.ndarray:
+        """Population standard deviation per band."""
+        if self.count == 0:
+            return np.full_like(self.mean, np.nan)
+        return np.sqrt(self.m2 / self.count)
+
+
+@dataclass
+class CheckReport:
+    """Result of :func:`check_dataset`.
+
+    Attributes:
+        root: Dataset folder (or manifest path) that was checked.
+        layout: Recognised layout, empty when none.
+        split_source: Where splits came from: ``layout``, ``saved`` or ``site``.
+        problems: ``path: problem`` lines, one per contract violation.
+        warnings: Remarks that do not fail the check.
+        chips: Chips per split.
+        sites: Distinct sites per split.
+        pv_fraction: Per split, PV share of labelled valid pixels.
+        nodata_fraction: Per split, share of pixels invalid in the image.
+        unlabelled_fraction: Per split, share of image-valid pixels with mask nodata.
+        band_stats: Per split, per band dicts with band, mean, std, min, max (valid pixels).
+        sizes: ``"HxW"`` -> number of chips.
+        crs: CRS text -> number of chips.
+        pixel_sizes: ``"X x Y"`` pixel size -> number of chips.
+    """
+
+    root: str
+    layout: str = ""
+    split_source: str = ""
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    chips: dict[str, int] = field(default_factory=dict)
+    sites: dict[str, int] = field(default_factory=dict)
+    pv_fraction: dict[str, float] = field(default_factory=dict)
+    nodata_fraction: dict[str, float] = field(default_factory=dict)
+    unlabelled_fraction: dict[str, float] = field(default_factory=dict)
+    band_stats: dict[str, list[dict]] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    crs: dict[str, int] = field(default_factory=dict)
+    pixel_sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary (NaN becomes None)."""
+        d = asdict(self)
+        d["ok"] = self.ok
+        return _json_clean(d)
+
+    def format(self, problems: bool = True) -> str:
+        """Human-readable summary; with ``problems`` the problem lines follow it."""
+        lines = [f"dataset: {self.root}"]
+        if self.layout:
+            source = {
+                "layout": "splits from the layout",
+                "saved": "splits from the saved .pvdetect_split.json",
+                "site": "splits computed by site",
+            }.get(self.split_source, self.split_source)
+            lines.append(f"layout: {self.layout} ({source})")
+        if self.chips:
+            parts = [
+                f"{s} {self.chips[s]} chips / {self.sites.get(s, 0)} sites" for s in self.chips
+            ]
+            lines.append("splits: " + " | ".join(parts))
+            lines.append(f"chips: {sum(self.chips.values())}")
+        if self.sizes:
+            lines.append("chip sizes: " + _counter_text(self.sizes))
+        if self.crs:
+            lines.append("CRS: " + _counter_text(self.crs))
+        if self.pixel_sizes:
+            lines.append("pixel size: " + _counter_text(self.pixel_sizes))
+        if self.pv_fraction:
+            lines.append("PV share of labelled pixels: " + _split_pct(self.pv_fraction))
+        if self.nodata_fraction:
+            lines.append("image nodata share: " + _split_pct(self.nodata_fraction))
+        if self.unlabelled_fraction:
+            lines.append(
+                "unlabelled share of valid pixels: " + _split_pct(self.unlabelled_fraction)
+            )
+        if self.band_stats:
+            lines.append("band statistics over valid pixels:")
+            lines.append(
+                f"  {'split':<6} {'band':<6} {'mean':>10} {'std':>10} {'min':>10} {'max':>10}"
+            )
+            for split, rows in self.band_stats.items():
+                for row in rows:
+                    lines.append(
+                        f"  {split:<6} {row['band']:<6} {_num(row['mean'])} {_num(row['std'])} "
+                        f"{_num(row['min'])} {_num(row['max'])}"
+                    )
+        for w in self.warnings:
+            lines.append(f"warning: {w}")
+        if problems:
+            lines.extend(self.problems)
+        lines.append("result: ok" if self.ok else f"result: {len(self.problems)} problem(s) found")
+        return "\n".join(lines)
+
+
+def _num(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return f"{'-':>10}"
+    return f"{x:>10.2f}"
+
+
+def _counter_text(c: dict[str, int]) -> str:
+    return ", ".join(f"{k} ({v})" for k, v in c.items())
+
+
+def _split_pct(d: dict[str, float]) -> str:
+    return " | ".join(f"{s} {v * 100:.2f}%" if v == v else f"{s} -" for s, v in d.items())
+
+
+def _json_clean(x):
+    if isinstance(x, dict):
+        return {str(k): _json_clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_clean(v) for v in x]
+    if isinstance(x, float | np.floating):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+@dataclass
+class _SplitAcc:
+    """Per-split accumulators."""
+
+    stats: RunningBandStats = field(default_factory=lambda: RunningBandStats(IMAGE_BANDS))
+    pixels: int = 0
+    invalid: int = 0
+    labelled: int = 0
+    pv: int = 0
+    unlabelled: int = 0
+    sites: set[str] = field(default_factory=set)
+    chips: int = 0
+
+
+def check_dataset(
+    root: Path | str,
+    seed: int = 0,
+    *,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+) -> CheckReport:
+    """Validate every rule of the chip contract on a dataset and summarise it.
+
+    Bad data never raises: every violation is a line in ``report.problems``.
+
+    Args:
+        root: Dataset folder or CSV manifest.
+        seed: Seed of the site-grouped split where the layout gives none.
+        val_fraction: Val share for a computed split.
+        test_fraction: Test share for a computed split.
+    """
+    report = CheckReport(root=str(root))
+    try:
+        # a check only reads: a computed split is not saved (training computes the same one)
+        scan = scan_layout(
+            root,
+            seed=seed,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            save_split=False,
+        )
+    except DataError as exc:
+        report.problems.append(str(exc))
+        return report
+    report.root = str(scan.root) if Path(root).is_dir() else str(root)
+    report.layout = scan.layout
+    report.split_source = scan.split_source
+    report.problems.extend(scan.problems)
+    report.warnings.extend(scan.warnings)
+
+    accs: dict[str, _SplitAcc] = defaultdict(_SplitAcc)
+    sizes: Counter[str] = Counter()
+    crs: Counter[str] = Counter()
+    pixel_sizes: Counter[str] = Counter()
+    for rec in scan.records:
+        acc = accs[rec.split]
+        acc.chips += 1
+        acc.sites.add(rec.site)
+        info = _check_chip(rec, acc, report)
+        if info is not None:
+            sizes[f"{info.height}x{info.width}"] += 1
+            crs[_crs_text(info)] += 1
+            pixel_sizes[f"{info.res[0]:g} x {info.res[1]:g}"] += 1
+
+    _check_splits(scan, accs, report)
+    present = [s for s in SPLITS if s in accs] + sorted(s for s in accs if s not in SPLITS)
+    for s in present:
+        acc = accs[s]
+        report.chips[s] = acc.chips
+        report.sites[s] = len(acc.sites)
+        report.pv_fraction[s] = acc.pv / acc.labelled if acc.labelled else float("nan")
+        report.nodata_fraction[s] = acc.invalid / acc.pixels if acc.pixels else float("nan")
+        valid = acc.pixels - acc.invalid
+        report.unlabelled_fraction[s] = acc.unlabelled / valid if valid else float("nan")
+        st = acc.stats
+        if st.count:
+            report.band_stats[s] = [
+                {
+                    "band": BAND_NAMES[b] if b < len(BAND_NAMES) else f"b{b + 1}",
+                    "mean": float(st.mean[b]),
+                    "std": float(st.std[b]),
+                    "min": float(st.min[b]),
+                    "max": float(st.max[b]),
+                    "pixels": int(st.count),
+                }
+                for b in range(IMAGE_BANDS)
+            ]
+    report.sizes = dict(sizes.most_common())
+    report.crs = dict(crs.most_common())
+    report.pixel_sizes = dict(pixel_sizes.most_common())
+    return report
+
+
+def _crs_text(info: RasterInfo) -> str:
+    if info.crs is None:
+        return "none"
+    epsg = info.crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else info.crs.to_string()[:60]
+
+
+def _nodata(info: RasterInfo) -> float:
+    return float(info.nodata) if info.nodata is not None else DEFAULT_NODATA
+
+
+def _check_chip(rec: ChipRecord, acc: _SplitAcc, report: CheckReport) -> RasterInfo | None:
+    """Check one pair, adding problems and accumulating statistics; returns the image info."""
+    problems = report.problems
+    image = mask = None
+    img_info = mask_info = None
+    try:
+        image, img_info = read_raster(rec.image)
+    except DataError as exc:
+        problems.append(str(exc))
+    try:
+        mask, mask_info = read_raster(rec.mask)
+    except DataError as exc:
+        problems.append(str(exc))
+
+    img_ok = image is not None and img_info is not None
+    if img_ok and img_info.count != IMAGE_BANDS:
+        problems.append(
+            f"{rec.image}: image has {img_info.count} band(s), expected {IMAGE_BANDS} "
+            f"({', '.join(BAND_NAMES)})"
+        )
+        img_ok = False
+    mask_ok = mask is not None and mask_info is not None
+    if mask_ok and mask_info.count != 1:
+        problems.append(f"{rec.mask}: mask has {mask_info.count} bands, expected 1")
+        mask_ok = False
+
+    valid = None
+    if img_ok:
+        nd = _nodata(img_info)
+        if math.isnan(nd):
+            bad = np.isinf(image).any(axis=0)
+            what = "inf"
+        else:
+            bad = ~np.isfinite(image).all(axis=0)
+            what = "NaN/inf"
+        if bad.any():
+            problems.append(
+                f"{rec.image}: {int(bad.sum())} pixel(s) with {what} values "
+                f"(declared nodata is {nd:g})"
+            )
+        valid = valid_pixels(image, nd)
+        n_valid = int(valid.sum())
+        if n_valid == 0:
+            problems.append(f"{rec.image}: chip is entirely nodata")
+        acc.pixels += valid.size
+        acc.invalid += valid.size - n_valid
+        acc.stats.update(image[:, valid])
+
+    if mask_ok:
+        m = mask[0]
+        nd = _nodata(mask_info)
+        nod = np.isnan(m) if math.isnan(nd) else m == nd
+        allowed = (m == 0) | (m == 1) | nod
+        if not allowed.all():
+            vals = np.unique(m[~allowed])
+            shown = ", ".join(f"{v:g}" for v in vals[:5]) + (" ..." if vals.size > 5 else "")
+            problems.append(
+                f"{rec.mask}: {int((~allowed).sum())} mask value(s) outside {{0, 1, nodata "
+                f"{nd:g}}}: {shown}"
+            )
+
+    if img_ok and mask_ok:
+        if (img_info.height, img_info.width) != (mask_info.height, mask_info.width):
+            problems.append(
+                f"{rec.mask}: size {mask_info.height}x{mask_info.width} differs from image "
+                f"{rec.image.name} {img_info.height}x{img_info.width}"
+            )
+        else:
+            if img_info.crs != mask_info.crs:
+                problems.append(
+                    f"{rec.mask}: CRS {_crs_text(mask_info)} differs from image "
+                    f"{rec.image.name} {_crs_text(img_info)}"
+                )
+            tol = 1e-6 * max(abs(img_info.transform.a), abs(img_info.transform.e), 1.0)
+            if not img_info.transform.almost_equals(mask_info.transform, precision=tol):
+                problems.append(
+                    f"{rec.mask}: transform {tuple(mask_info.transform)[:6]} differs from image "
+                    f"{rec.image.name} {tuple(img_info.transform)[:6]}"
+                )
+            labelled = valid & (m == 0) | valid & (m == 1)
+            n_lab = int(labelled.sum())
+            acc.labelled += n_lab
+            acc.pv += int((valid & (m == 1)).sum())
+            acc.unlabelled += int(valid.sum()) - n_lab
+            if n_lab == 0 and valid.any():
+                report.warnings.append(f"{rec.mask}: no labelled pixel inside the imaged area")
+    return img_info if img_ok else None
+
+
+def _check_splits(scan: LayoutScan, accs: dict[str, _SplitAcc], report: CheckReport) -> None:
+    required = list(dict.fromkeys([*scan.declared_splits, "train", "val"]))
+    for split in required:
+        if split in accs and accs[split].chips:
+            continue
+        if split in scan.declared_splits:
+            where = scan.root / split if scan.layout in ("brazil", "folders") else scan.root
+            report.problems.append(f"{where}: split {split} is declared but has no chip pair")
+        else:
+            n_sites = len({r.site for r in scan.records})
+            report.problems.append(
+                f"{scan.root}: split {split} is empty ({len(scan.records)} chip pair(s) "
+                f"from {n_sites} site(s))"
+            )
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``pvdetect check``."""
+    parser.add_argument("data", metavar="DATA", help="dataset folder or CSV manifest")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the site split where none is given"
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.15, help="val share of a computed split"
+    )
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.15, help="test share of a computed split"
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the check; prints the summary on stdout, problems on stderr; 2 if any problem."""
+    report = check_dataset(
+        args.data,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+    )
+    print(report.format(problems=False))
+    if args.json:
+        _write_json(Path(args.json), report)
+    if report.ok:
+        return 0
+    for line in report.problems:
+        print(line, file=sys.stderr)
+    return 2
+
+
+def _write_json(path: Path, report: CheckReport) -> None:
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name for --json")
+    try:
+        with atomic_output(path) as tmp:
+            tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None

@@ -1,0 +1,771 @@
+"""Whole-scene prediction: tiled inference with bounded memory, rasters, polygons and overlays.
+
+For each scene ``<stem>.tif`` the output folder receives
+
+- ``<stem>_prob.tif``: PV probability (float32, nodata -9999), cloud-optimised GeoTIFF;
+- ``<stem>_mask.tif``: binary mask at the bundle's threshold (uint8, 1 = PV, nodata 255), COG;
+- ``<stem>_plants.gpkg``: one polygon per plant (``id``, ``area_m2``, ``area_ha``,
+  ``mean_prob``, ``max_prob``) in the scene's CRS, and ``<stem>_plants.geojson`` (EPSG:4326)
+  with ``--geojson``;
+- ``<stem>_overlay.png``: the RGB scene (2-98 % stretch) with plant outlines, at most ~2048 px;
+
+plus ``summary.csv`` over all scenes.
+
+How it works: the scene is cut into square tiles with overlap; a tile row (one horizontal strip
+of the scene, ``tile`` rows high) is read at a time, its tiles are run through the model in
+batches, and the probabilities are blended with a 2-D Hann window (floor > 0 at tile edges so
+scene borders get weight; weight 0 at invalid pixels) into an accumulator that covers just one
+tile row. Rows no later tile touches are written out and dropped. Peak memory is therefore
+proportional to ``width x tile`` and does not grow with the scene height (for typical widths it
+is dominated by the model). Reading the next strip and writing finished rows run in background
+threads while the model works; blending happens on the model's device.
+
+Pixels that are nodata in any input band (or NaN) stay nodata in both rasters. Every output is
+written to a temporary name and renamed only when the whole scene succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import functools
+import math
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from pvdetect.data.raster import (
+    RasterInfo,
+    atomic_output,
+    geotiff_profile,
+    open_raster,
+    raster_info,
+    valid_pixels,
+)
+from pvdetect.errors import ConfigError, DataError, OutputError
+from pvdetect.vectorize import (
+    DEFAULT_MAX_HOLE_M2,
+    DEFAULT_MIN_AREA_M2,
+    Plant,
+    vectorize_mask,
+    write_plants,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from pvdetect.bundle import Bundle
+
+PROB_NODATA = -9999.0
+MASK_NODATA = 255
+SKIP_SUFFIXES = ("_mask", "_prob")
+#: GDAL block cache while predicting: bounds memory, big enough for windowed writes
+GDAL_CACHE_BYTES = 256 * 1024 * 1024
+#: weight of a tile's edge pixels relative to its centre
+WINDOW_FLOOR = 0.01
+SUMMARY_FIELDS = ("scene", "plants", "total_ha", "seconds", "width", "height")
+
+
+@dataclass
+class PredictOptions:
+    """Options of :func:`predict_scene` (``None`` = take the value from the bundle).
+
+    Attributes:
+        tile: tile side in input pixels (multiple of the model's required multiple).
+        overlap: overlap between neighbouring tiles in input pixels.
+        batch_size: tiles per forward pass.
+        threshold: probability at or above which a pixel is PV.
+        min_area_m2: plants smaller than this are dropped.
+        max_hole_m2: holes in plants smaller than this are filled.
+        tta: average the 8 flips/rotations (8x slower).
+        geojson: also write ``<stem>_plants.geojson`` in EPSG:4326.
+        device: "auto", "cpu", "cuda" or "cuda:N".
+        upscaled_output: with an upscaling bundle, write rasters at the upscaled resolution.
+        overlay: write ``<stem>_overlay.png``.
+        overlay_max_side: long side of the overlay in pixels (at most).
+    """
+
+    tile: int | None = None
+    overlap: int | None = None
+    batch_size: int = 8
+    threshold: float | None = None
+    min_area_m2: float = DEFAULT_MIN_AREA_M2
+    max_hole_m2: float = DEFAULT_MAX_HOLE_M2
+    tta: bool = False
+    geojson: bool = False
+    device: str = "auto"
+    upscaled_output: bool = False
+    overlay: bool = True
+    overlay_max_side: int = 2048
+
+
+@dataclass
+class SceneResult:
+    """What :func:`predict_scene` wrote for one scene."""
+
+    scene: Path
+    width: int
+    height: int
+    plants: int
+    total_ha: float
+    seconds: float
+    tiles: int
+    prob_path: Path
+    mask_path: Path
+    plants_path: Path
+    geojson_path: Path | None = None
+    overlay_path: Path | None = None
+    outputs: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ScenePlan:
+    """Geometry of the tiling of one scene (input-grid pixels unless noted)."""
+
+    path: Path
+    info: RasterInfo
+    bands: list[int]  # 1-based file bands in bundle order
+    rgb: list[int]  # 1-based file bands for the overlay
+    nodata: float
+    tile: int
+    overlap: int
+    xs: list[int]
+    ys: list[int]
+    scale: int  # output pixels per input pixel
+    padded_width: int
+
+    @property
+    def out_width(self) -> int:
+        """Width of the output rasters."""
+        return self.info.width * self.scale
+
+    @property
+    def out_height(self) -> int:
+        """Height of the output rasters."""
+        return self.info.height * self.scale
+
+    @property
+    def out_transform(self) -> Affine:
+        """Transform of the output rasters."""
+        return self.info.transform @ Affine.scale(1.0 / self.scale)
+
+    @property
+    def n_tiles(self) -> int:
+        """Number of tiles."""
+        return len(self.xs) * len(self.ys)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def tile_starts(n: int, tile: int, stride: int) -> list[int]:
+    """Start offsets of tiles covering ``n`` pixels, evenly spread, at most ``stride`` apart.
+
+    The first tile starts at 0 and the last ends at ``n``, so only scenes smaller than a tile
+    need padding; neighbouring tiles overlap by at least ``tile - stride`` pixels.
+    """
+    if n <= tile:
+        return [0]
+    k = math.ceil((n - tile) / stride) + 1
+    return [round(i * (n - tile) / (k - 1)) for i in range(k)]
+
+
+def blend_window(size: int, floor: float = WINDOW_FLOOR) -> np.ndarray:
+    """2-D Hann (sin^2) window ``[size, size]``, ``floor`` at the edges and 1 in the centre."""
+    t = (np.arange(size, dtype=np.float64) + 0.5) / size
+    w = floor + (1.0 - floor) * np.sin(np.pi * t) ** 2
+    return np.outer(w, w).astype(np.float32)
+
+
+def _multiple(bundle: Bundle) -> int:
+    try:
+        return int(bundle.multiple)
+    except (ImportError, AttributeError):
+        return 32
+
+
+def band_indices(info: RasterInfo, band_order: Sequence[str], in_channels: int) -> list[int]:
+    """1-based bands of the file in the bundle's band order.
+
+    Band descriptions naming every band of the bundle (any order, case-insensitive) select and
+    reorder bands; otherwise the file must have exactly ``in_channels`` bands, taken in order.
+    """
+    names = [(d or "").strip().lower() for d in info.descriptions]
+    wanted = [b.lower() for b in band_order]
+    if len(wanted) == in_channels and all(names.count(w) == 1 for w in wanted):
+        return [names.index(w) + 1 for w in wanted]
+    if info.count == in_channels:
+        return list(range(1, in_channels + 1))
+    raise DataError(
+        f"{info.path}: has {info.count} bands, the bundle expects {in_channels} "
+        f"({', '.join(band_order)})"
+    )
+
+
+def plan_scene(bundle: Bundle, path: Path, options: PredictOptions) -> ScenePlan:
+    """Check a scene against the bundle and lay out its tiles."""
+    info = raster_info(path)
+    if info.crs is None or not info.georeferenced:
+        raise DataError(f"{path}: no CRS or geotransform; georeferenced outputs need both")
+    meta = bundle.meta
+    bands = band_indices(info, meta.band_order, meta.in_channels)
+    lower = [b.lower() for b in meta.band_order]
+    if all(c in lower for c in ("red", "green", "blue")):
+        rgb = [bands[lower.index(c)] for c in ("red", "green", "blue")]
+    else:
+        rgb = (bands * 3)[:3]
+    tile, overlap = _tile_overlap(bundle, options)
+    factor = max(1, int(meta.upscale.factor))
+    m_in = _multiple(bundle) // math.gcd(_multiple(bundle), factor)
+    longest = max(info.height, info.width)
+    if tile > longest:  # small scene: one tile just large enough
+        tile = min(tile, m_in * math.ceil(longest / m_in))
+        overlap = min(overlap, tile // 2)
+    stride = tile - overlap
+    xs = tile_starts(info.width, tile, stride)
+    ys = tile_starts(info.height, tile, stride)
+    scale = factor if options.upscaled_output else 1
+    nodata = float(info.nodata) if info.nodata is not None else float(meta.nodata)
+    return ScenePlan(
+        path=path,
+        info=info,
+        bands=bands,
+        rgb=rgb,
+        nodata=nodata,
+        tile=tile,
+        overlap=overlap,
+        xs=xs,
+        ys=ys,
+        scale=scale,
+        padded_width=max(info.width, xs[-1] + tile),
+    )
+
+
+def _tile_overlap(bundle: Bundle, options: PredictOptions) -> tuple[int, int]:
+    meta = bundle.meta
+    tile = int(options.tile if options.tile is not None else meta.tile_size)
+    overlap = int(options.overlap if options.overlap is not None else meta.overlap)
+    factor = max(1, int(meta.upscale.factor))
+    m = _multiple(bundle)
+    m_in = m // math.gcd(m, factor)
+    if tile < m_in or tile % m_in:
+        raise ConfigError(
+            f"--tile {tile}: must be a positive multiple of {m_in} for "
+            f"{meta.arch}/{meta.encoder} (upscale x{factor})"
+        )
+    if not 0 <= overlap < tile:
+        raise ConfigError(f"--overlap {overlap}: must be >= 0 and smaller than the tile ({tile})")
+    if options.batch_size < 1:
+        raise ConfigError(f"--batch-size {options.batch_size}: must be >= 1")
+    return tile, overlap
+
+
+# --------------------------------------------------------------------------- tiled inference
+
+
+class _StripReader:
+    """Reads one tile row of the scene: raw ``[C, tile, padded_width]`` and valid mask."""
+
+    def __init__(self, ds: rasterio.DatasetReader, plan: ScenePlan) -> None:
+        self.ds = ds
+        self.plan = plan
+
+    def __call__(self, y0: int) -> tuple[np.ndarray, np.ndarray]:
+        p = self.plan
+        rows = min(p.tile, p.info.height - y0)
+        c = len(p.bands)
+        raw = np.zeros((c, p.tile, p.padded_width), dtype=np.float32)
+        valid = np.zeros((p.tile, p.padded_width), dtype=bool)
+        try:
+            data = self.ds.read(
+                p.bands, window=Window(0, y0, p.info.width, rows), out_dtype="float32"
+            )
+        except Exception as exc:  # noqa: BLE001 - GDAL raises many types for broken files
+            raise DataError(f"{p.path}: cannot read pixels at row {y0} ({exc})") from None
+        ok = valid_pixels(data, p.nodata)
+        data[:, ~ok] = 0.0
+        raw[:, :rows, : p.info.width] = data
+        valid[:rows, : p.info.width] = ok
+        return raw, valid
+
+
+class _Blender:
+    """Weighted sum of tile probabilities over one tile row (output grid), on the device."""
+
+    def __init__(self, plan: ScenePlan, device: torch.device) -> None:
+        import torch
+
+        self.plan = plan
+        self.torch = torch
+        s = plan.scale
+        self.ts = plan.tile * s
+        self.width = plan.padded_width * s
+        self.window = torch.from_numpy(blend_window(self.ts)).to(device)
+        self.acc = torch.zeros(self.ts, self.width, device=device)
+        self.wsum = torch.zeros(self.ts, self.width, device=device)
+
+    def add(self, x0: int, probs: torch.Tensor, valid: torch.Tensor) -> None:
+        """Add one tile's probabilities ``[ts, ts]`` with valid ``[ts, ts]`` at input column x0."""
+        c = x0 * self.plan.scale
+        w = self.window * valid
+        self.acc[:, c : c + self.ts] += probs * w
+        self.wsum[:, c : c + self.ts] += w
+
+    def pop(self, n: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """Finish the top ``n`` output rows: (prob float32, mask uint8), cropped to the width."""
+        torch = self.torch
+        ow = self.plan.out_width
+        acc, wsum = self.acc[:n, :ow], self.wsum[:n, :ow]
+        ok = wsum > 0
+        prob = torch.where(ok, acc / wsum.clamp_min(1e-12), torch.full_like(acc, PROB_NODATA))
+        mask = torch.where(
+            ok,
+            (prob >= threshold).to(torch.uint8),
+            torch.full_like(acc, MASK_NODATA, dtype=torch.uint8),
+        )
+        prob_np = prob.cpu().numpy()
+        mask_np = mask.cpu().numpy()
+        self.acc = torch.cat([self.acc[n:], torch.zeros_like(self.acc[:n])])
+        self.wsum = torch.cat([self.wsum[n:], torch.zeros_like(self.wsum[:n])])
+        return prob_np, mask_np
+
+
+def run_tiles(
+    bundle: Bundle,
+    plan: ScenePlan,
+    prob_dst: rasterio.io.DatasetWriter,
+    mask_dst: rasterio.io.DatasetWriter,
+    threshold: float,
+    batch_size: int,
+    tta: bool = False,
+) -> None:
+    """Predict every tile of a scene and write the blended rows into the open datasets."""
+    import torch
+
+    device = bundle.device
+    s = plan.scale
+    t = plan.tile
+    blender = _Blender(plan, device)
+    pending: list[Future] = []
+
+    def write_rows(row0: int, prob: np.ndarray, mask: np.ndarray) -> None:
+        win = Window(0, row0, prob.shape[1], prob.shape[0])
+        prob_dst.write(prob, 1, window=win)
+        mask_dst.write(mask, 1, window=win)
+
+    with (
+        open_raster(plan.path) as src,
+        ThreadPoolExecutor(1, thread_name_prefix="pv-read") as reader,
+        ThreadPoolExecutor(1, thread_name_prefix="pv-write") as writer,
+    ):
+        read = _StripReader(src, plan)
+        fut = reader.submit(read, plan.ys[0])
+        for r, y0 in enumerate(plan.ys):
+            raw_np, valid_np = fut.result()
+            if r + 1 < len(plan.ys):
+                fut = reader.submit(read, plan.ys[r + 1])
+            raw = torch.from_numpy(raw_np)
+            valid = torch.from_numpy(valid_np)
+            if device.type == "cuda":
+                raw, valid = raw.pin_memory(), valid.pin_memory()
+            raw = raw.to(device, non_blocking=True)
+            valid = valid.to(device, non_blocking=True)
+            for b0 in range(0, len(plan.xs), batch_size):
+                cols = plan.xs[b0 : b0 + batch_size]
+                x = torch.stack([raw[:, :, c : c + t] for c in cols])
+                v = torch.stack([valid[:, c : c + t] for c in cols])
+                probs = bundle.predict_probs(x, v, tta=tta, native=(s == 1))
+                if s > 1:
+                    v = v.repeat_interleave(s, dim=1).repeat_interleave(s, dim=2)
+                for j, c in enumerate(cols):
+                    blender.add(c, probs[j].float(), v[j])
+            last = r + 1 == len(plan.ys)
+            n_in = (min(t, plan.info.height - y0)) if last else plan.ys[r + 1] - y0
+            prob, mask = blender.pop(n_in * s, threshold)
+            pending.append(writer.submit(write_rows, y0 * s, prob, mask))
+            while len(pending) > 2:
+                pending.pop(0).result()
+        for f in pending:
+            f.result()
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _cog_copy(src: Path, dst: Path, *, dtype: str, resampling: str) -> None:
+    """Copy a tiled GeoTIFF to a cloud-optimised GeoTIFF with overviews."""
+    opts = {
+        "compress": "DEFLATE",
+        "predictor": "3" if dtype.startswith("float") else "2",
+        "blocksize": 256,
+        "overview_resampling": resampling,
+        "num_threads": "ALL_CPUS",
+        "bigtiff": "IF_SAFER",
+    }
+    rasterio.shutil.copy(str(src), str(dst), driver="COG", **opts)
+
+
+def _stretch(band: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """2-98 percentile stretch over valid pixels to 0..255."""
+    if not valid.any():
+        return np.zeros(band.shape, dtype=np.uint8)
+    lo, hi = np.percentile(band[valid], [2, 98])
+    if hi <= lo:
+        hi = lo + 1.0
+    out = np.clip((band - lo) / (hi - lo), 0.0, 1.0) * 255.0
+    return np.where(valid, out, 0).astype(np.uint8)
+
+
+def write_overlay(
+    path: Path, plan: ScenePlan, plants: Sequence[Plant], max_side: int = 2048
+) -> None:
+    """RGB quick-look of the scene with plant outlines (magenta), from a decimated read."""
+    import rasterio.features
+    from PIL import Image
+
+    h, w = plan.info.height, plan.info.width
+    f = max(1.0, max(h, w) / max_side)
+    oh, ow = max(1, round(h / f)), max(1, round(w / f))
+    with open_raster(plan.path) as ds:
+        try:
+            rgb = ds.read(
+                plan.rgb, out_shape=(3, oh, ow), resampling=Resampling.nearest, out_dtype="float32"
+            )
+        except Exception as exc:  # noqa: BLE001 - GDAL raises many types
+            raise DataError(f"{plan.path}: cannot read pixels for the overlay ({exc})") from None
+    valid = valid_pixels(rgb, plan.nodata)
+    img = np.stack([_stretch(b, valid) for b in rgb], axis=-1)
+    if plants:
+        t = plan.info.transform @ Affine.scale(w / ow, h / oh)
+        lines = [p.geometry.boundary for p in plants]
+        edge = rasterio.features.rasterize(
+            ((g, 1) for g in lines),
+            out_shape=(oh, ow),
+            transform=t,
+            all_touched=True,
+            dtype="uint8",
+        ).astype(bool)
+        img[edge] = (255, 0, 255)
+    Image.fromarray(img, mode="RGB").save(path, format="PNG", optimize=False)
+
+
+def output_paths(out_dir: Path, stem: str, options: PredictOptions) -> dict[str, Path]:
+    """The files :func:`predict_scene` writes for a scene stem."""
+    paths = {
+        "prob": out_dir / f"{stem}_prob.tif",
+        "mask": out_dir / f"{stem}_mask.tif",
+        "plants": out_dir / f"{stem}_plants.gpkg",
+    }
+    if options.geojson:
+        paths["geojson"] = out_dir / f"{stem}_plants.geojson"
+    if options.overlay:
+        paths["overlay"] = out_dir / f"{stem}_overlay.png"
+    return paths
+
+
+def _prepare_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: exists and is not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot create output folder ({exc.strerror})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise OutputError(f"{out_dir}: output folder is not writable")
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def predict_scene(
+    bundle: Bundle,
+    scene_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    options: PredictOptions | None = None,
+    plan: ScenePlan | None = None,
+) -> SceneResult:
+    """Predict one scene and write its rasters, polygons and overlay into ``out_dir``.
+
+    Args:
+        bundle: a loaded bundle (on the device to use).
+        scene_path: GeoTIFF with the bundle's bands, CRS and transform.
+        out_dir: output folder (created if needed).
+        options: prediction options; defaults from the bundle.
+        plan: a tiling already made by :func:`plan_scene` (else made here).
+
+    Returns:
+        What was written. Nothing is left behind for the scene if anything fails.
+    """
+    options = options or PredictOptions()
+    start = time.perf_counter()
+    scene = Path(scene_path)
+    out = Path(out_dir)
+    plan = plan or plan_scene(bundle, scene, options)
+    _prepare_out_dir(out)
+    threshold = float(options.threshold if options.threshold is not None else bundle.meta.threshold)
+    paths = output_paths(out, scene.stem, options)
+    info = plan.info
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{scene.stem}.work-", dir=out))
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write output here ({exc.strerror})") from None
+    try:
+        with contextlib.ExitStack() as stack, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+            tmp = {k: stack.enter_context(atomic_output(p)) for k, p in paths.items()}
+            common = dict(
+                height=plan.out_height,
+                width=plan.out_width,
+                count=1,
+                crs=info.crs,
+                transform=plan.out_transform,
+                compress="zstd" if _has_zstd() else None,
+            )
+            prob_work, mask_work = work / "prob.tif", work / "mask.tif"
+            prob_prof = geotiff_profile(dtype="float32", nodata=PROB_NODATA, **common)
+            mask_prof = geotiff_profile(dtype="uint8", nodata=MASK_NODATA, **common)
+            for prof in (prob_prof, mask_prof):
+                prof.pop("predictor", None)
+            with (
+                _open_write(prob_work, prob_prof) as prob_dst,
+                _open_write(mask_work, mask_prof) as mask_dst,
+            ):
+                prob_dst.set_band_description(1, "PV probability")
+                mask_dst.set_band_description(1, f"PV mask (prob >= {threshold:g})")
+                run_tiles(
+                    bundle, plan, prob_dst, mask_dst, threshold, options.batch_size, options.tta
+                )
+            _cog_copy(prob_work, tmp["prob"], dtype="float32", resampling="average")
+            _cog_copy(mask_work, tmp["mask"], dtype="uint8", resampling="nearest")
+            shutil.rmtree(work, ignore_errors=True)
+            plants = vectorize_mask(
+                tmp["mask"],
+                tmp["prob"],
+                min_area_m2=options.min_area_m2,
+                max_hole_m2=options.max_hole_m2,
+            )
+            write_plants(tmp["plants"], plants, info.crs, driver="GPKG")
+            if "geojson" in tmp:
+                write_plants(tmp["geojson"], plants, info.crs, driver="GeoJSON", to_wgs84=True)
+            if "overlay" in tmp:
+                write_overlay(tmp["overlay"], plan, plants, options.overlay_max_side)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return SceneResult(
+        scene=scene,
+        width=info.width,
+        height=info.height,
+        plants=len(plants),
+        total_ha=float(sum(p.area_ha for p in plants)),
+        seconds=time.perf_counter() - start,
+        tiles=plan.n_tiles,
+        prob_path=paths["prob"],
+        mask_path=paths["mask"],
+        plants_path=paths["plants"],
+        geojson_path=paths.get("geojson"),
+        overlay_path=paths.get("overlay"),
+        outputs=list(paths.values()),
+    )
+
+
+@contextlib.contextmanager
+def _open_write(path: Path, profile: dict):
+    try:
+        ds = rasterio.open(path, "w", **profile)
+    except Exception as exc:  # noqa: BLE001 - GDAL raises many types
+        raise OutputError(f"{path.parent}: cannot write output here ({exc})") from None
+    try:
+        yield ds
+    finally:
+        ds.close()
+
+
+@functools.cache
+def _has_zstd() -> bool:
+    """Whether GDAL's GTiff driver here writes ZSTD (fast compression of temporary files)."""
+    return _gtiff_supports("ZSTD")
+
+
+def _gtiff_supports(codec: str) -> bool:
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = Path(d) / "t.tif"
+        try:
+            with rasterio.open(
+                p, "w", driver="GTiff", width=16, height=16, count=1, dtype="uint8", compress=codec
+            ) as ds:
+                ds.write(np.zeros((1, 16, 16), np.uint8))
+            with rasterio.open(p) as ds:
+                return (ds.compression is not None) and ds.compression.name.upper() == codec
+        except Exception:  # noqa: BLE001
+            return False
+
+
+def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Scene files from files and folders (every .tif/.tiff except ``*_mask``, ``*_prob``)."""
+    scenes: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(
+                f
+                for f in p.iterdir()
+                if f.is_file()
+                and f.suffix.lower() in (".tif", ".tiff")
+                and not f.stem.endswith(SKIP_SUFFIXES)
+                and not f.name.startswith(".")
+            )
+            if not found:
+                raise DataError(f"{p}: folder holds no scene .tif files")
+            scenes += found
+        elif not p.exists():
+            raise DataError(f"{p}: file not found")
+        else:
+            scenes.append(p)
+    if not scenes:
+        raise ConfigError("no input scenes given")
+    stems: dict[str, Path] = {}
+    for s in scenes:
+        if s.stem in stems and stems[s.stem].resolve() != s.resolve():
+            raise ConfigError(f"{s}: same file name as {stems[s.stem]}; outputs would collide")
+        stems[s.stem] = s
+    return list(dict.fromkeys(scenes))
+
+
+def write_summary(path: Path, results: Sequence[SceneResult]) -> Path:
+    """``summary.csv``: one row per scene."""
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(SUMMARY_FIELDS)
+        for r in results:
+            w.writerow(
+                [r.scene.name, r.plants, f"{r.total_ha:.4f}", f"{r.seconds:.2f}", r.width, r.height]
+            )
+    return path
+
+
+def predict_scenes(
+    bundle_path: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    options: PredictOptions | None = None,
+) -> list[SceneResult]:
+    """Load a bundle and predict every scene; writes ``summary.csv`` in ``out_dir``.
+
+    Every scene is checked against the bundle before any is predicted. If a scene fails, the
+    scenes finished before it keep their files (listed in ``summary.csv``) and the error is
+    raised.
+    """
+    from pvdetect.bundle import load_bundle, resolve_device
+
+    options = options or PredictOptions()
+    out = Path(out_dir)
+    scenes = expand_inputs(inputs)
+    device = _device(options.device, resolve_device)
+    bundle = load_bundle(Path(bundle_path), device=device)
+    plans = [plan_scene(bundle, s, options) for s in scenes]
+    _prepare_out_dir(out)
+    results: list[SceneResult] = []
+    try:
+        for plan in plans:
+            results.append(predict_scene(bundle, plan.path, out, options, plan=plan))
+    finally:
+        if results:
+            write_summary(out / "summary.csv", results)
+    return results
+
+
+def _device(name: str, resolve) -> torch.device:
+    import torch
+
+    if name not in ("auto", "cpu") and not name.startswith("cuda"):
+        raise ConfigError(f"--device {name}: expected auto, cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    return resolve(name)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``pvdetect predict``."""
+    parser.add_argument("bundle", type=Path, help="model bundle (folder or .pvb)")
+    parser.add_argument("scenes", nargs="+", type=Path, help="scene GeoTIFFs or folders of them")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--tile", type=int, default=None, help="tile side (default: bundle)")
+    parser.add_argument(
+        "--overlap", type=int, default=None, help="tile overlap in pixels (default: bundle)"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass")
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="PV probability threshold (default: bundle)"
+    )
+    parser.add_argument(
+        "--min-area",
+        type=float,
+        default=DEFAULT_MIN_AREA_M2,
+        metavar="M2",
+        help=f"drop plants smaller than this many m2 (default {DEFAULT_MIN_AREA_M2:g})",
+    )
+    parser.add_argument(
+        "--max-hole",
+        type=float,
+        default=DEFAULT_MAX_HOLE_M2,
+        metavar="M2",
+        help=f"fill holes in plants smaller than this many m2 (default {DEFAULT_MAX_HOLE_M2:g})",
+    )
+    parser.add_argument("--tta", action="store_true", help="test-time augmentation (8x slower)")
+    parser.add_argument(
+        "--geojson", action="store_true", help="also write <stem>_plants.geojson (EPSG:4326)"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument(
+        "--upscaled-output",
+        action="store_true",
+        help="with an upscaling bundle, write rasters at the upscaled resolution",
+    )
+    parser.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``pvdetect predict``."""
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise ConfigError(f"--threshold {args.threshold}: must be between 0 and 1")
+    if args.min_area < 0 or args.max_hole < 0:
+        raise ConfigError("--min-area and --max-hole must be >= 0")
+    options = PredictOptions(
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        min_area_m2=args.min_area,
+        max_hole_m2=args.max_hole,
+        tta=args.tta,
+        geojson=args.geojson,
+        device=args.device,
+        upscaled_output=args.upscaled_output,
+        overlay=not args.no_overlay,
+    )
+    results = predict_scenes(args.bundle, args.scenes, args.out, options)
+    for r in results:
+        print(
+            f"{r.scene.name}: {r.width}x{r.height} px, {r.tiles} tiles, {r.plants} plants, "
+            f"{r.total_ha:.2f} ha, {r.seconds:.1f} s"
+        )
+    print(f"wrote {len(results)} scene(s) to {args.out} (summary.csv)")
+    return 0
