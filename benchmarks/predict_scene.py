@@ -146,14 +146,44 @@ def prototype_predict(bundle, scene: Path, out: Path, tile: int, overlap: int, b
     write_raster(out / "proto_prob.tif", prob, crs=info.crs, transform=info.transform)
 
 
+def _proc_status_mb(key: str) -> float:
+    """A memory line (VmRSS, VmHWM) of /proc/self/status in MB (NaN where unavailable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return math.nan
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark (Linux >= 4.0)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def child(args: argparse.Namespace) -> None:
-    """Run one prediction in this (fresh) process and print its peak memory as JSON."""
+    """Run one prediction in this (fresh) process and print its peak memory as JSON.
+
+    Reports the process peak (``ru_maxrss``) and, separately, the peak during the prediction
+    alone: after loading the bundle and one warm-up batch, the high-water mark is reset.
+    """
     import torch
 
     from pvdetect.bundle import load_bundle, resolve_device
     from pvdetect.predict import PredictOptions, predict_scene
 
     bundle = load_bundle(args.bundle, device=resolve_device(args.device))
+    t = args.tile
+    bundle.predict_probs(  # warm-up: model workspaces are part of the baseline
+        torch.rand(args.batch_size, 4, t, t) * 3000, torch.ones(args.batch_size, t, t, dtype=bool)
+    )
+    baseline = _proc_status_mb("VmRSS")
+    reset = _reset_peak_rss()
     out = Path(args.out_dir)
     start = time.perf_counter()
     if args.child == "predict":
@@ -164,15 +194,31 @@ def child(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - start
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     gpu = torch.cuda.max_memory_allocated() if bundle.device.type == "cuda" else 0
+    run_peak = _proc_status_mb("VmHWM") if reset else math.nan
     print(
-        json.dumps({"peak_rss_mb": rss_kb / 1024, "gpu_peak_mb": gpu / 2**20, "seconds": seconds})
+        json.dumps(
+            {
+                "process_peak_rss_mb": rss_kb / 1024,
+                "baseline_rss_mb": baseline,
+                "run_peak_rss_mb": run_peak,
+                "gpu_peak_mb": gpu / 2**20,
+                "seconds": seconds,
+            }
+        )
     )
 
 
+def _peak(mem: dict) -> float:
+    """Peak RSS during the run (falls back to the process peak without /proc)."""
+    v = mem["run_peak_rss_mb"]
+    return v if not math.isnan(v) else mem["process_peak_rss_mb"]
+
+
 def run_child(kind: str, bundle: Path, scene: Path, out: Path, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--child", kind, "--bundle", str(bundle), "--scene",
-           str(scene), "--out-dir", str(out), "--tile", str(args.tile), "--overlap",
-           str(args.overlap), "--batch-size", str(args.batch_size), "--device", args.device]  # fmt: skip
+    cmd = [sys.executable, __file__, "--child", kind, "--bundle", str(bundle)]
+    cmd += ["--scene", str(scene), "--out-dir", str(out), "--tile", str(args.tile)]
+    cmd += ["--overlap", str(args.overlap), "--batch-size", str(args.batch_size)]
+    cmd += ["--device", args.device]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"{kind} child failed:\n{res.stderr[-3000:]}")
@@ -245,6 +291,8 @@ def main() -> None:
             t_bare = min(bare_forward(bundle, plan, args.batch_size) for _ in range(repeats))
             entry = {
                 "megapixels": mp,
+                "predict_timings_s": res.timings,
+                "tiles_stage_ratio": t_bare / min(res.timings.get("tiles", t_pred), t_pred),
                 "tiles": plan.n_tiles,
                 "plants": res.plants,
                 "predict_scene_s": t_pred,
@@ -259,14 +307,17 @@ def main() -> None:
                 flush=True,
             )
             mem = run_child("predict", bundle_path, scene, tmp / f"mem_{size}", args)
-            entry["predict_peak_rss_mb"] = mem["peak_rss_mb"]
-            entry["predict_gpu_peak_mb"] = mem["gpu_peak_mb"]
-            msg = f"[{size}] peak RSS predict_scene {mem['peak_rss_mb']:.0f} MB"
+            entry["predict_memory"] = mem
+            entry["predict_peak_rss_mb"] = _peak(mem)
+            msg = (
+                f"[{size}] peak RSS predict_scene {_peak(mem):.0f} MB "
+                f"(baseline {mem['baseline_rss_mb']:.0f} MB)"
+            )
             if not args.no_prototype:
                 proto = run_child("prototype", bundle_path, scene, tmp / f"proto_{size}", args)
-                entry["prototype_peak_rss_mb"] = proto["peak_rss_mb"]
-                entry["prototype_gpu_peak_mb"] = proto["gpu_peak_mb"]
-                msg += f", prototype {proto['peak_rss_mb']:.0f} MB"
+                entry["prototype_memory"] = proto
+                entry["prototype_peak_rss_mb"] = _peak(proto)
+                msg += f", prototype {_peak(proto):.0f} MB"
             print(msg, flush=True)
             result["scenes"][str(size)] = entry
             for f in tmp.glob(f"scene_{size}*"):

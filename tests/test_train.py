@@ -124,8 +124,10 @@ def test_resume_gives_the_same_result_and_extends(full_run: Path, dataset: Path)
     assert got.keys() == want.keys()
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5)
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["epoch"] == 1
+    ckpts = [torch.load(r / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+             for r in (run, full_run)]  # fmt: skip
+    assert ckpts[0]["epoch"] == ckpts[1]["epoch"]
+    assert ckpts[0]["global_step"] == ckpts[1]["global_step"] == 4
     assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 2
 
 
@@ -178,6 +180,7 @@ def test_ddp_two_cpu_processes(dataset: Path, tmp_path: Path) -> None:
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MEMBER: 2/2" in proc.stdout + proc.stderr  # really two processes
     assert "run folder:" in proc.stdout and proc.stdout.count("run folder:") == 1
     meta = json.loads((run / "bundle" / "bundle.json").read_text())
     assert 0 < meta["threshold"] < 1

@@ -74,8 +74,8 @@ if TYPE_CHECKING:
 PROB_NODATA = -9999.0
 MASK_NODATA = 255
 SKIP_SUFFIXES = ("_mask", "_prob")
-#: GDAL block cache while predicting: bounds memory, big enough for windowed writes
-GDAL_CACHE_BYTES = 256 * 1024 * 1024
+#: GDAL block cache while predicting: a floor, plus a few tile rows of input and output blocks
+GDAL_CACHE_MIN_BYTES = 64 * 1024 * 1024
 #: weight of a tile's edge pixels relative to its centre
 WINDOW_FLOOR = 0.01
 SUMMARY_FIELDS = ("scene", "plants", "total_ha", "seconds", "width", "height")
@@ -131,6 +131,7 @@ class SceneResult:
     geojson_path: Path | None = None
     overlay_path: Path | None = None
     outputs: list[Path] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
 @dataclass(frozen=True)
@@ -407,6 +408,17 @@ def run_tiles(
 # --------------------------------------------------------------------------- outputs
 
 
+def gdal_cache_bytes(plan: ScenePlan) -> int:
+    """GDAL block cache for a scene: enough for ~3 tile rows of input and output blocks.
+
+    GDAL keeps written blocks in its cache until it is full; without a cap the cache (by
+    default 5 % of RAM) would grow with the scene. This keeps memory proportional to width.
+    """
+    strip_in = len(plan.bands) * 4 * (plan.tile + 256) * plan.info.width
+    strip_out = 5 * (plan.tile + 256) * plan.scale**2 * plan.info.width
+    return int(GDAL_CACHE_MIN_BYTES + 3 * (strip_in + strip_out))
+
+
 def _cog_copy(src: Path, dst: Path, *, dtype: str, resampling: str) -> None:
     """Copy a tiled GeoTIFF to a cloud-optimised GeoTIFF with overviews."""
     opts = {
@@ -520,12 +532,23 @@ def predict_scene(
     threshold = float(options.threshold if options.threshold is not None else bundle.meta.threshold)
     paths = output_paths(out, scene.stem, options)
     info = plan.info
+    timings: dict[str, float] = {"plan": time.perf_counter() - start}
+    mark = [time.perf_counter()]
+
+    def _lap() -> float:
+        now = time.perf_counter()
+        mark[0], dt = now, now - mark[0]
+        return dt
+
     try:
         work = Path(tempfile.mkdtemp(prefix=f".{scene.stem}.work-", dir=out))
     except OSError as exc:
         raise OutputError(f"{out}: cannot write output here ({exc.strerror})") from None
     try:
-        with contextlib.ExitStack() as stack, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+        with (
+            contextlib.ExitStack() as stack,
+            rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(plan), GDAL_NUM_THREADS="ALL_CPUS"),
+        ):
             tmp = {k: stack.enter_context(atomic_output(p)) for k, p in paths.items()}
             common = dict(
                 height=plan.out_height,
@@ -538,8 +561,11 @@ def predict_scene(
             prob_work, mask_work = work / "prob.tif", work / "mask.tif"
             prob_prof = geotiff_profile(dtype="float32", nodata=PROB_NODATA, **common)
             mask_prof = geotiff_profile(dtype="uint8", nodata=MASK_NODATA, **common)
-            for prof in (prob_prof, mask_prof):
+            for prof in (prob_prof, mask_prof):  # temporary files: fast, multi-threaded
                 prof.pop("predictor", None)
+                prof["num_threads"] = "ALL_CPUS"
+                if prof.get("compress") == "zstd":
+                    prof["zstd_level"] = 1
             with (
                 _open_write(prob_work, prob_prof) as prob_dst,
                 _open_write(mask_work, mask_prof) as mask_dst,
@@ -549,20 +575,24 @@ def predict_scene(
                 run_tiles(
                     bundle, plan, prob_dst, mask_dst, threshold, options.batch_size, options.tta
                 )
+            timings["tiles"] = _lap()
             _cog_copy(prob_work, tmp["prob"], dtype="float32", resampling="average")
             _cog_copy(mask_work, tmp["mask"], dtype="uint8", resampling="nearest")
             shutil.rmtree(work, ignore_errors=True)
+            timings["cog"] = _lap()
             plants = vectorize_mask(
                 tmp["mask"],
                 tmp["prob"],
                 min_area_m2=options.min_area_m2,
                 max_hole_m2=options.max_hole_m2,
             )
+            timings["vectorize"] = _lap()
             write_plants(tmp["plants"], plants, info.crs, driver="GPKG")
             if "geojson" in tmp:
                 write_plants(tmp["geojson"], plants, info.crs, driver="GeoJSON", to_wgs84=True)
             if "overlay" in tmp:
                 write_overlay(tmp["overlay"], plan, plants, options.overlay_max_side)
+            timings["write_vectors_overlay"] = _lap()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return SceneResult(
@@ -579,6 +609,7 @@ def predict_scene(
         geojson_path=paths.get("geojson"),
         overlay_path=paths.get("overlay"),
         outputs=list(paths.values()),
+        timings=timings,
     )
 
 

@@ -52,7 +52,6 @@ __all__ = [
     "add_arguments",
     "generate_dataset",
     "generate_scene",
-    "render_window",
     "run",
 ]
 
@@ -854,7 +853,7 @@ def _populate(
     for _ in range(_poisson(rng, 2.5, area)):
         cx, cy = pos()
         ang = rng.uniform(0, math.pi)
-        length = rng.uniform(0.3, 1.5) * max(w, h)
+        length = rng.uniform(0.3, 1.5) * min(max(w, h), 256.0)
         dx, dy = math.cos(ang) * length / 2, math.sin(ang) * length / 2
         paved = rng.random() < (0.4 if region == "brazil" else 0.7)
         spec = S["asphalt"] if paved else (S["dirt_road"] if region == "brazil" else S["track"])
