@@ -132,8 +132,10 @@ def throughput(events: Sequence[StepEvent], warmup: int, steps: int) -> dict[str
     images = sum(int(i["images"]) for i in use)
     step_ms = summarize([1000 * i["seconds"] for i in use])
     wait_ms = summarize([1000 * max(0.0, i["wait"]) for i in use])
+    per_step = images / len(use)
     return {
         "images_per_s": images / seconds,
+        "images_per_s_median_step": per_step / (step_ms["median"] / 1000),
         "images": images,
         "seconds": seconds,
         "steps": len(use),
@@ -142,8 +144,13 @@ def throughput(events: Sequence[StepEvent], warmup: int, steps: int) -> dict[str
         "step_ms_min": step_ms["min"],
         "step_ms_max": step_ms["max"],
         "data_wait_ms_median": wait_ms["median"],
+        "step_ms_all": [round(1000 * i["seconds"], 2) for i in use],
         "epochs_seen": len({e.epoch for e in events}),
     }
+
+
+def _median(values: Sequence[float]) -> float:
+    return summarize(values)["median"]
 
 
 def _batch_images(batch: Any) -> int:
@@ -660,11 +667,13 @@ def worker_main(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
             return build_model("unet", "resnet18", in_channels=4, weights=None)
 
         size = spec["size"]
-        b1 = bare_step(make, size=size, **kw)
+        half = {**kw, "steps": math.ceil(kw["steps"] / 2)}
+        b1 = bare_step(make, size=size, **half)
         print(f"    (b) before: {b1['images_per_s']:.2f} img/s", flush=True)
         a = pvdetect_loop(data, workers=spec["workers"], work_dir=work, **kw)
         print(f"    (a) pvdetect: {a['images_per_s']:.2f} img/s", flush=True)
-        b2 = bare_step(make, size=size, **kw)
+        half["steps"] = max(1, kw["steps"] - half["steps"])
+        b2 = bare_step(make, size=size, **half)
         print(f"    (b) after: {b2['images_per_s']:.2f} img/s", flush=True)
         images = b1["images"] + b2["images"]
         seconds = b1["seconds"] + b2["seconds"]
@@ -674,6 +683,10 @@ def worker_main(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
             "images": images,
             "seconds": seconds,
             "steps": b1["steps"] + b2["steps"],
+            "step_ms_all": b1["step_ms_all"] + b2["step_ms_all"],
+            "step_ms_median": _median(b1["step_ms_all"] + b2["step_ms_all"]),
+            "images_per_s_median_step": kw["batch"]
+            / (_median(b1["step_ms_all"] + b2["step_ms_all"]) / 1000),
             "before_images_per_s": b1["images_per_s"],
             "after_images_per_s": b2["images_per_s"],
         }
@@ -789,7 +802,9 @@ def _run_worker(
             "--result",
             str(res_path),
         ]
+        load_before = os.getloadavg()[0]
         proc = run_measured(cmd, env=env, capture=False, timeout=timeout)
+        load_after = os.getloadavg()[0]
         if res_path.is_file():
             out = json.loads(res_path.read_text())
         else:
@@ -797,6 +812,7 @@ def _run_worker(
         for value in out.values():
             if isinstance(value, dict):
                 value.setdefault("worker_peak_rss_mb", round(proc.peak_rss_mb, 1))
+                value.setdefault("load_avg_1min", [round(load_before, 2), round(load_after, 2)])
         return out
 
 
@@ -804,10 +820,10 @@ def _fmt(x: Any, nd: int = 2) -> str:
     return f"{x:.{nd}f}" if isinstance(x, int | float) else "n/a"
 
 
-def _ips(res: dict[str, Any] | None) -> float | None:
-    if not res or "images_per_s" not in res:
+def _ips(res: dict[str, Any] | None, key: str = "images_per_s") -> float | None:
+    if not res or key not in res:
         return None
-    return float(res["images_per_s"])
+    return float(res[key])
 
 
 def evaluate_goals(results: dict[str, Any]) -> dict[str, Any]:
@@ -818,10 +834,14 @@ def evaluate_goals(results: dict[str, Any]) -> dict[str, Any]:
         return x / y if x is not None and y else None
 
     ab, ac, ad = ratio(a, b), ratio(a, c), ratio(a, d)
+    am, bm, cm, dm = (_ips(results.get(k), "images_per_s_median_step") for k in "abcd")
     return {
         "a_over_b": ab,
         "a_over_c": ac,
         "a_over_d": ad,
+        "median_step_a_over_b": ratio(am, bm),
+        "median_step_a_over_c": ratio(am, cm),
+        "median_step_a_over_d": ratio(am, dm),
         "goal_a_ge_0.9b": None if ab is None else ab >= GOAL_VS_BARE,
         "goal_a_ge_1.5c": None if ac is None else ac >= GOAL_VS_TORCHGEO,
     }
@@ -888,13 +908,23 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- (a) / (c) = {_fmt(g['a_over_c'])} (goal >= {GOAL_VS_TORCHGEO}): "
         f"**{_verdict(g['goal_a_ge_1.5c'])}**",
         f"- (a) / (d) = {_fmt(g['a_over_d'])} (pvdetect against the prototype's way)",
+        f"- the same ratios from median step times (less sensitive to other programs' load): "
+        f"(a)/(b) {_fmt(g['median_step_a_over_b'])}, (a)/(c) {_fmt(g['median_step_a_over_c'])}, "
+        f"(a)/(d) {_fmt(g['median_step_a_over_d'])}",
     ]
+    loads = {k: (res.get(k) or {}).get("load_avg_1min") for k in "abcd" if (res.get(k) or {})}
+    if any(loads.values()):
+        shown = ", ".join(f"({k}) {v[0]}-{v[1]}" for k, v in loads.items() if v)
+        lines.append(f"- 1-minute load average around each measurement: {shown}")
     gpu = res.get("gpu")
+    gm = report.get("gpu_machine") or report["machine"]
     if isinstance(gpu, list) and gpu:
         lines += [
             "",
-            f"GPU ({report['machine'].get('gpu')}), U-Net + {GPU_ENCODER}, random init, "
-            f"bf16 autocast, channels_last:",
+            f"GPU ({gm.get('gpu')}, torch {gm.get('torch')}, {gm.get('date', '')[:10]}), "
+            f"U-Net + {GPU_ENCODER}, random init, bf16 autocast, channels_last, "
+            f"{gpu[0].get('bare', {}).get('steps', '?')} timed steps after warm-up; "
+            f"pvdetect's loop on synthetic chips (256 px, and 2x2 / 4x4 mosaics of them):",
             "",
         ]
         grow = []
@@ -945,7 +975,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=None, help="Solar-Plants-Brazil layout folder")
     p.add_argument("--steps", type=int, default=None, help="timed steps per loop (default 10)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps (default 2)")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed steps after the first batch of the run (default 1)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: 3 steps, 1 warm-up")
     p.add_argument("--out", type=Path, default=BENCH_OUT / f"{NAME}.json")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
@@ -963,9 +998,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="interpreter for the TorchGeo loop when torchgeo lives in another environment",
     )
     p.add_argument(
-        "--only", default="abcd", help="loops to run, any of a, b, c, d (a and b run together)"
+        "--only",
+        default="abcdg",
+        help="parts to run: any of a, b, c, d (a and b run together) and g (the CUDA "
+        "EfficientNet-B7 part, only where CUDA is available)",
     )
     p.add_argument("--no-gpu", action="store_true", help="skip the CUDA EfficientNet-B7 part")
+    p.add_argument(
+        "--gpu-results",
+        type=Path,
+        default=None,
+        help="JSON of an earlier run on a CUDA machine whose GPU figures to include",
+    )
     p.add_argument("--gpu-steps", type=int, default=None, help="timed steps on GPU (default 10)")
     p.add_argument(
         "--results-md",
@@ -984,7 +1028,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.steps is None:
         args.steps = 3 if args.quick else 10
     if args.warmup is None:
-        args.warmup = 1 if args.quick else 2
+        args.warmup = 1
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         p.error("--steps and --batch-size must be >= 1, --warmup >= 0")
     if args.results_md is None:
@@ -1061,7 +1105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             msg = _fmt(r.get("images_per_s")) + " img/s" if "images_per_s" in r else r
             print(f"  {LABELS[k]}: {msg}", flush=True)
 
-    if device == "cuda" and not args.no_gpu:
+    gpu_machine = info
+    if device == "cuda" and not args.no_gpu and "g" in args.only:
         gpu_steps = args.gpu_steps or (3 if args.quick else 10)
         gpu_warm = 1 if args.quick else 3
         gpu_data = BENCH_OUT / "data_train_gpu"
@@ -1071,6 +1116,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         results.update(_run_worker("gpu", gspec, args.timeout))
         timings["gpu"] = time.perf_counter() - t0
+
+    elif args.gpu_results is not None:
+        try:
+            earlier = json.loads(args.gpu_results.read_text())
+            results["gpu"] = earlier["results"]["gpu"]
+            gpu_machine = earlier["machine"]
+            results["gpu_source"] = str(args.gpu_results)
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"error: {args.gpu_results}: no GPU results in it ({exc})", file=sys.stderr)
+            return 2
 
     goals = evaluate_goals(results)
     data_desc = (
@@ -1085,6 +1140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results": results,
         "goals": goals,
         "worker_seconds": timings,
+        "gpu_machine": gpu_machine if "gpu" in results else None,
     }
     out = write_json(args.out, report)
     print()
@@ -1099,11 +1155,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{_verdict(goals['goal_a_ge_1.5c'])}"
     )
     print(f"(a)/(d) = {_fmt(goals['a_over_d'])}")
+    print(
+        "from median step times: "
+        f"(a)/(b) = {_fmt(goals['median_step_a_over_b'])}, "
+        f"(a)/(c) = {_fmt(goals['median_step_a_over_c'])}, "
+        f"(a)/(d) = {_fmt(goals['median_step_a_over_d'])}"
+    )
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        print(f"note: load average {load:.1f} on {os.cpu_count()} cores; figures are noisy")
     print(f"wrote {out}")
     if args.results_md:
         md = update_results_section(SECTION, render_markdown(report))
         print(f"updated {md} (section '{SECTION}')")
     failed = [k for k in "abcd" if k in args.only and "error" in (results.get(k) or {})]
+    gpu_res = results.get("gpu")
+    if isinstance(gpu_res, dict) or (
+        isinstance(gpu_res, list)
+        and any("error" in v for r in gpu_res for v in r.values() if isinstance(v, dict))
+    ):
+        failed.append("gpu")
     if failed:
         print(f"error: measurement failed for {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -32,19 +32,22 @@ model, optimiser and loader, then runs ``--warmup`` untimed and ``--steps`` time
   ``RUSAGE_CHILDREN`` for that one child); on CUDA: ``torch.cuda.max_memory_allocated``.
   "Base" is the RSS (CUDA: allocated memory) right before the first step; "step memory" = peak -
   base.
-- Seconds per epoch = median time per step x steps per epoch, where steps per epoch =
-  ceil(training chips / batch size). Pixels seen = pixels at model resolution that the network
-  is trained on (batch x crop^2 for (b), batch x (chip x factor)^2 for (a)). Note that an epoch of
-  (b) covers 1/factor^2 of each upscaled chip (a random part of it, a different one each epoch).
+- Seconds per epoch = time per step x steps per epoch, where steps per epoch =
+  ceil(training chips / batch size) and the time per step is the best of the timed steps (the
+  machine may be shared; medians and process CPU seconds are in the JSON too).
+- Pixels seen = pixels at model resolution that the network is trained on (batch x crop^2 for
+  (b), batch x (chip x factor)^2 for (a)). An epoch of (b) covers 1/factor^2 of each upscaled
+  chip (a random part of it, a different one each epoch).
 
 The memory budget (``--budget-mb``; default derived): the x1 configuration of (a) at batch 5 is
-run first without a budget as a probe, giving its base B and peak P. The default budget is
-``B + 3.5 x (P - B)``: room for 3.5 times the memory that one x1 training step at batch 5 adds.
-A whole x4 chip at batch 1 holds 3.2 times the pixels of the x1 batch and fits; at batch 5 it
-holds 16 times as many and does not (like the prototype's GPU, which forced batch 1 at x4).
-A worker whose RSS passes the budget stops itself at once, as a CUDA out-of-memory error would
-(on CUDA the budget is enforced with ``torch.cuda.set_per_process_memory_fraction``). A batch
-size that did not fit at a lower factor is not tried at a higher one.
+run first without a budget, as a probe. The memory its step adds to the idle process (peak -
+base B) is split into the fixed training state S (gradients and two AdamW moments, 3 x the
+parameter bytes) and activations A per native chip (linear in the pixels). The default budget
+is ``B + S + 1.5 x 16 x A``: room for the activations of one and a half whole x4 chips. So at x4
+batch 5 (and 2) do not fit and batch 1 does, as on the prototype's GPU; x2 at batch 5 (20 x A)
+fits. A worker whose RSS passes the budget stops itself at once, as a CUDA out-of-memory error
+would (on CUDA the budget is enforced with ``torch.cuda.set_per_process_memory_fraction``). A
+batch size that did not fit at a lower factor is not tried at a higher one.
 
 Goals at x4 (printed as PASS/FAIL) for (b): the same batch size as x1; peak memory <= 1.2 x the
 x1 run; seconds per megapixel seen within 1.5 x across the factors (time per epoch in proportion
@@ -90,7 +93,7 @@ SECTION = "Upscaling: memory and time"
 WORK = BENCH_OUT / NAME
 FACTORS = (1, 2, 4)
 START_BATCH = 5
-BUDGET_MULTIPLE = 3.5
+BUDGET_X4_CHIPS = 1.5  # whole x4 chips whose activations the default budget holds
 GOAL_MEMORY = 1.2
 GOAL_TIME_SPREAD = 1.5
 CHIPS = 20
@@ -234,13 +237,15 @@ def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
         base_mb = _rss_mb()[0]
     it = batches()
     times: list[float] = []
+    cpu_times: list[float] = []
     shape = (0, 0)
     try:
         for i in range(int(spec["warmup"]) + int(spec["steps"])):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             shape = step(next(it), i)
             if i >= int(spec["warmup"]):
                 times.append(time.perf_counter() - t0)
+                cpu_times.append(time.process_time() - c0)
     except torch.OutOfMemoryError:
         return {**spec, "fits": False, "stopped_at": "CUDA out of memory"}
     rss, hwm = _rss_mb()
@@ -252,6 +257,8 @@ def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
         "model_batch": shape[0],
         "model_pixels_per_image": shape[1],
         "step_seconds": times,
+        "step_cpu_seconds": cpu_times,
+        "params": sum(p.numel() for p in task.model.parameters()),
         "base_mb": round(base_mb, 1),
         "vm_hwm_mb": round(hwm, 1),
         "torch_threads": torch.get_num_threads(),
@@ -356,7 +363,9 @@ def derive(res: dict[str, Any], cuda: bool) -> dict[str, Any]:
     if not res.get("fits"):
         return res
     peak = res["cuda_peak_mb"] if cuda else res["peak_rss_mb"]
-    step_s = _median(res["step_seconds"])
+    step_s = min(res["step_seconds"])  # best of N: robust to other programs on the machine
+    res["step_s_median"] = _median(res["step_seconds"])
+    res["step_cpu_s_median"] = _median(res["step_cpu_seconds"])
     batch = res["model_batch"]
     px_img = res["model_pixels_per_image"]
     steps_epoch = math.ceil(res["n_train"] / res["batch"])
@@ -379,6 +388,30 @@ def derive(res: dict[str, Any], cuda: bool) -> dict[str, Any]:
         native_coverage_per_epoch=native_seen / (res["n_train"] * native_chip_px),
     )
     return res
+
+
+def budget_model(probe: dict[str, Any]) -> dict[str, float]:
+    """The default memory budget from the x1 probe (prototype, batch 5, float32).
+
+    The memory one training step adds to the idle process (peak - base) is the fixed training
+    state S (gradients and two AdamW moments: 3 x the parameter bytes) plus activations in
+    proportion to the pixels of the batch: ``A`` per native chip. The budget holds the base,
+    the state and the activations of ``BUDGET_X4_CHIPS`` (1.5) whole x4 chips:
+    ``B + S + 1.5 x 16 x A``. So one whole x4 chip fits (batch 1), two do not (batch 2), and
+    batch 5 at x2 (20 x A) fits: the prototype's GPU, on which x4 trained at batch 1.
+    """
+    base = float(probe["base_mb"])
+    step = float(probe["peak_mb"]) - base
+    state = 3 * 4 * probe["params"] / 2**20
+    act = max(step - state, 0.1 * step) / probe["model_batch"]
+    budget = base + state + BUDGET_X4_CHIPS * FACTORS[-1] ** 2 * act
+    return {
+        "base_mb": base,
+        "probe_step_mb": step,
+        "state_mb": state,
+        "act_per_chip_mb": act,
+        "budget_mb": budget,
+    }
 
 
 def run_suite(
@@ -430,9 +463,14 @@ def run_suite(
     probe = proto(1, START_BATCH, None)
     if not probe.get("fits"):
         raise SystemExit(f"the x1 probe failed: {probe.get('error')}")
-    rule = f"B + {BUDGET_MULTIPLE} x (P - B) of the x1 probe"
+    model = budget_model(probe)
+    rule = (
+        f"B {model['base_mb']:.0f} + state {model['state_mb']:.0f} + "
+        f"{BUDGET_X4_CHIPS} x {FACTORS[-1] ** 2} x {model['act_per_chip_mb']:.1f} MiB "
+        f"activations per native chip, from the x1 probe"
+    )
     if budget_mb is None:
-        budget_mb = probe["base_mb"] + BUDGET_MULTIPLE * (probe["peak_mb"] - probe["base_mb"])
+        budget_mb = model["budget_mb"]
     else:
         rule = "--budget-mb"
     budget_mb = round(float(budget_mb), 1)
@@ -492,6 +530,7 @@ def run_suite(
         "steps": steps,
         "budget_mb": budget_mb,
         "budget_rule": rule,
+        "budget_model": model,
         "memory_measure": "torch.cuda.max_memory_allocated" if cuda else "peak RSS (ru_maxrss)",
         "disk": {str(f): v for f, v in disk.items()},
         "prototype": {str(f): v for f, v in proto_runs.items()},
@@ -663,7 +702,7 @@ def results_markdown(report: dict[str, Any]) -> str:
         "pvdetect's way: native chips upscaled on the device by `SegmentationTask.prepare_train` "
         "(random crop of crop/factor px, D4, normalise, bicubic), crop = chip size, batch 5, bf16 "
         "autocast, channels_last. U-Net, random init, AdamW, 4 bands; a fresh process per "
-        "configuration; s/epoch = median s/step x ceil(train chips / batch). CPU chips are "
+        "configuration; s/epoch = best-of-N s/step x ceil(train chips / batch). CPU chips are "
         "128 px (not 256) to keep the CPU run to a few minutes. Peak = whole-process RSS on CPU "
         "(import and model included, hence the large common base); step MiB = peak minus the "
         "RSS before the first step. An epoch of (b) at xF covers 1/F^2 of each upscaled chip "
@@ -707,7 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker is not None:
         return _worker_entry(args.worker)
     t_start = time.perf_counter()
-    steps = args.steps if args.steps is not None else (1 if args.quick else 3)
+    steps = args.steps if args.steps is not None else (1 if args.quick else 4)
     out = args.out or (
         BENCH_OUT / f"{NAME}_quick.json" if args.quick else BENCH_OUT / f"{NAME}.json"
     )

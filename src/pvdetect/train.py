@@ -540,6 +540,8 @@ def train(config: TrainConfig) -> Path:
     _, channels, height, width = cache.images.shape
     tile, overlap = _tile_size(cfg, cache)
 
+    if on_gpu:
+        torch.set_float32_matmul_precision("high")  # TF32 for the float32 parts
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     task = SegmentationTask(
         cfg, cache.stats, in_channels=channels, chip_size=(height, width), pretrained=not cfg.resume
@@ -557,6 +559,8 @@ def train(config: TrainConfig) -> Path:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        if cfg.resume:  # the run's own checkpoints are expected there
+            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         trainer.fit(
             task,
             datamodule=dm,
