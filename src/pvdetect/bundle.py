@@ -326,9 +326,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
             if not sr_file.is_file():
                 raise BundleError(f"{path}: super-resolution weights {sr_file.name} missing")
             stats = meta.band_stats
-            sr = load_sr_model(
-                sr_file, meta.upscale.factor, mean=stats["mean"], std=stats["std"]
-            )
+            sr = load_sr_model(sr_file, meta.upscale.factor, mean=stats["mean"], std=stats["std"])
     return Bundle(meta, model, sr).to(device)
 
 

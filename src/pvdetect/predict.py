@@ -75,7 +75,7 @@ PROB_NODATA = -9999.0
 MASK_NODATA = 255
 SKIP_SUFFIXES = ("_mask", "_prob")
 #: GDAL block cache while predicting: a floor, plus a few tile rows of input and output blocks
-GDAL_CACHE_MIN_BYTES = 64 * 1024 * 1024
+GDAL_CACHE_MIN_BYTES = 32 * 1024 * 1024
 #: weight of a tile's edge pixels relative to its centre
 WINDOW_FLOOR = 0.01
 SUMMARY_FIELDS = ("scene", "plants", "total_ha", "seconds", "width", "height")
@@ -409,14 +409,14 @@ def run_tiles(
 
 
 def gdal_cache_bytes(plan: ScenePlan) -> int:
-    """GDAL block cache for a scene: enough for ~3 tile rows of input and output blocks.
+    """GDAL block cache for a scene: about two tile rows of input and output blocks.
 
     GDAL keeps written blocks in its cache until it is full; without a cap the cache (by
     default 5 % of RAM) would grow with the scene. This keeps memory proportional to width.
     """
     strip_in = len(plan.bands) * 4 * (plan.tile + 256) * plan.info.width
     strip_out = 5 * (plan.tile + 256) * plan.scale**2 * plan.info.width
-    return int(GDAL_CACHE_MIN_BYTES + 3 * (strip_in + strip_out))
+    return int(GDAL_CACHE_MIN_BYTES + strip_in + 2 * strip_out)
 
 
 def _cog_copy(src: Path, dst: Path, *, dtype: str, resampling: str) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,10 +144,14 @@ def polygonize_mask(
     *,
     strip_rows: int = 1024,
     connectivity: int = 4,
+    keep: Callable[[list[Polygon]], np.ndarray] | None = None,
 ) -> list[Polygon]:
     """Polygons of the PV pixels (value 1) of a mask raster, in pixel coordinates.
 
     The raster is read in strips of ``strip_rows`` rows; plants cut by strip borders are merged.
+    ``keep`` (polygons -> bool array) filters complete polygons as soon as they are found, so
+    that specks never accumulate in memory; pieces cut by strip borders are filtered after
+    merging.
     """
     path = Path(mask_path)
     closed: list[Polygon] = []
@@ -161,13 +165,18 @@ def polygonize_mask(
             except Exception as exc:  # noqa: BLE001 - GDAL raises many types
                 raise DataError(f"{path}: cannot read mask pixels ({exc})") from None
             c, o = _strip_polygons(m == PV_VALUE, row0, height, connectivity)
+            if keep is not None and c:
+                c = [p for p, k in zip(c, keep(c), strict=True) if k]
             closed += c
             open_ += o
     merged: list[Polygon] = []
     if open_:
         union = shapely.union_all(np.array(open_, dtype=object))
         merged = [shapely.simplify(p, 0.0) for p in shapely.get_parts(union)]
-    polys = closed + [p for p in merged if isinstance(p, Polygon) and not p.is_empty]
+    merged = [p for p in merged if isinstance(p, Polygon) and not p.is_empty]
+    if keep is not None and merged:
+        merged = [p for p, k in zip(merged, keep(merged), strict=True) if k]
+    polys = closed + merged
     polys.sort(key=lambda p: (p.bounds[1], p.bounds[0]))
     return polys
 
@@ -248,10 +257,21 @@ def vectorize_mask(
         crs, transform, width, height = ds.crs, ds.transform, ds.width, ds.height
     if crs is None:
         raise DataError(f"{path}: no CRS; cannot compute plant areas")
-    polys = polygonize_mask(path, strip_rows=strip_rows, connectivity=connectivity)
+    areas = AreaCalculator(crs, transform, width, height)
+
+    def big_enough(polys: list[Polygon]) -> np.ndarray:
+        # the area with every hole filled bounds the final area from above
+        shells = np.array([Polygon(p.exterior) for p in polys], dtype=object)
+        return areas.areas_m2(shells) >= min_area_m2
+
+    polys = polygonize_mask(
+        path,
+        strip_rows=strip_rows,
+        connectivity=connectivity,
+        keep=big_enough if min_area_m2 > 0 else None,
+    )
     if not polys:
         return []
-    areas = AreaCalculator(crs, transform, width, height)
     polys = fill_holes(polys, areas, max_hole_m2)
     a = areas.areas_m2(np.array(polys, dtype=object))
     keep = a >= min_area_m2
