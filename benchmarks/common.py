@@ -127,7 +127,12 @@ def run_measured(
             stderr=err if capture else None,
         )
         deadline = None if timeout is None else start + timeout
-        status, rusage = _wait4(proc.pid, deadline)
+        try:
+            status, rusage = _wait4(proc.pid, deadline)
+        except BaseException:  # Ctrl-C and the like: leave no orphan behind
+            proc.kill()
+            proc.wait()
+            raise
         seconds = time.perf_counter() - start
         proc.returncode = _exit_code(status)
         stdout = stderr = ""

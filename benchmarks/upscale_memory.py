@@ -24,17 +24,29 @@ Chips are 128 px (not the prototype's 256 px) so that the whole CPU run takes a 
 20 synthetic chips (``pvdetect.data.synthetic.generate_dataset(chips=20, scenes=0, seed=0,
 chip_size=128)``, 14 of them in the training split), generated once under ``bench_out/``.
 
-Every configuration runs in a fresh interpreter (this script with ``--worker``): it builds the
-model, optimiser and loader, then runs ``--warmup`` untimed and ``--steps`` timed training steps
-(loading a batch, host-to-device copy, preprocessing, forward, loss, backward, optimiser step).
+Memory: every configuration runs in a fresh interpreter (this script with ``--worker``) that
+builds the model, optimiser and loader and runs one warm-up step (which allocates the optimiser
+state) and one more training step (loading a batch, host-to-device copy, preprocessing, forward,
+loss, backward, optimiser step).
 
-- Peak memory on CPU: the peak RSS of the worker (``wait4``'s ``ru_maxrss``, i.e.
-  ``RUSAGE_CHILDREN`` for that one child); on CUDA: ``torch.cuda.max_memory_allocated``.
-  "Base" is the RSS (CUDA: allocated memory) right before the first step; "step memory" = peak -
-  base.
+- Peak memory on CPU: the worker's RSS high-water mark (``VmHWM`` of ``/proc/self/status``)
+  read right after its steps, so it covers the whole process (interpreter, libraries, model,
+  data) up to the end of training but not the interpreter's shutdown (the child's
+  ``ru_maxrss``, which includes that, is in the JSON as ``process_peak_rss_mb``); on CUDA:
+  ``torch.cuda.max_memory_allocated``. "Base" is the RSS (CUDA: allocated memory) right before
+  the first step; "step memory" = peak - base.
+
+Time: one more fresh interpreter builds every configuration that fits and, after ``--warmup``
+steps of each, runs ``--steps`` rounds of one step of every configuration (the order rotated
+each round). Interleaving makes the figures comparable on a shared machine, where the speed of a
+lone process can change several-fold from one minute to the next with the load of other
+programs; the time per step is the best of its rounds.
+
 - Seconds per epoch = time per step x steps per epoch, where steps per epoch =
-  ceil(training chips / batch size) and the time per step is the best of the timed steps (the
-  machine may be shared; medians and process CPU seconds are in the JSON too).
+  ceil(training chips / batch size). CPU runs also report the median process CPU seconds per
+  step (workers run with ``OMP_WAIT_POLICY=PASSIVE``, so waiting threads sleep rather than
+  spin). The steps of the memory workers are timed as well (``isolated_step_seconds`` in the
+  JSON).
 - Pixels seen = pixels at model resolution that the network is trained on (batch x crop^2 for
   (b), batch x (chip x factor)^2 for (a)). An epoch of (b) covers 1/factor^2 of each upscaled
   chip (a random part of it, a different one each epoch).
@@ -141,141 +153,200 @@ def _rss_watchdog(budget_mb: float, result_path: Path, spec: dict[str, Any]) -> 
     threading.Thread(target=watch, daemon=True, name="rss-watchdog").start()
 
 
-def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train ``warmup + steps`` steps of one configuration and return its figures.
+class ConfigRunner:
+    """One training configuration, built and ready to step (imports torch lazily).
 
     ``spec`` keys: mode (``prototype`` or ``pvdetect``), data, cache_dir, factor (of the task:
-    1 for the prototype), batch, crop (pvdetect), encoder, device, warmup, steps, budget_mb,
-    result (path of the result file).
+    1 for the prototype), batch, crop (pvdetect), encoder, device.
     """
-    result_path = Path(spec["result"])
-    device_name = spec["device"]
-    budget = spec.get("budget_mb")
-    if budget and device_name == "cpu":
-        _rss_watchdog(float(budget), result_path, spec)
 
-    import torch
+    def __init__(self, spec: dict[str, Any]) -> None:
+        import torch
 
-    from pvdetect.config import config_from_dict
-    from pvdetect.data.layouts import find_chips
-    from pvdetect.data.module import PVDataModule
-    from pvdetect.data.packed import build_cache
-    from pvdetect.task import SegmentationTask
+        from pvdetect.config import config_from_dict
+        from pvdetect.data.layouts import find_chips
+        from pvdetect.data.module import PVDataModule
+        from pvdetect.data.packed import build_cache
+        from pvdetect.task import SegmentationTask
 
-    torch.manual_seed(0)
-    device = torch.device(device_name)
-    cuda = device.type == "cuda"
-    if cuda and budget:
-        total = torch.cuda.get_device_properties(device).total_memory
-        frac = min(float(budget) * 2**20 / total, 1.0)
-        torch.cuda.set_per_process_memory_fraction(frac, device)
-    cache = build_cache(find_chips(Path(spec["data"])), cache_dir=Path(spec["cache_dir"]))
-    _, channels, height, width = cache.shape
-    mode = spec["mode"]
-    factor = int(spec["factor"])
-    batch = int(spec["batch"])
-    cfg = config_from_dict(
-        {
-            "data": {
-                "root": str(spec["data"]),
-                "batch_size": batch,
-                "num_workers": 0,
-                "crop_size": spec.get("crop"),
-                "augment": mode == "pvdetect",
-            },
-            "model": {"arch": "unet", "encoder": spec["encoder"], "weights": None},
-            "upscale": {"factor": factor, "method": "bicubic"},
-            "seed": 0,
-        }
-    )
-    task = SegmentationTask(
-        cfg, cache.stats, in_channels=channels, chip_size=(height, width), pretrained=False
-    ).to(device)
-    bf16 = mode == "pvdetect"
-    if bf16:
-        task.configure_model()  # channels_last weights, as in training
-    task.train()
-    opt = torch.optim.AdamW(task.model.parameters(), lr=1e-3, weight_decay=1e-4)
-    dm = PVDataModule(cache, batch_size=batch, num_workers=0, seed=0, pin_memory=cuda)
-    n_train = len(dm.train_idx)
-    if cuda and torch.cuda.is_bf16_supported():
-        amp_dtype = torch.bfloat16
-    elif cuda:
-        amp_dtype = torch.float16
-    else:
-        amp_dtype = torch.bfloat16
+        self.torch = torch
+        self.spec = spec
+        self.device = torch.device(spec["device"])
+        self.cuda = self.device.type == "cuda"
+        torch.manual_seed(0)
+        cache = build_cache(find_chips(Path(spec["data"])), cache_dir=Path(spec["cache_dir"]))
+        _, channels, self.height, self.width = cache.shape
+        self.mode = spec["mode"]
+        batch = int(spec["batch"])
+        cfg = config_from_dict(
+            {
+                "data": {
+                    "root": str(spec["data"]),
+                    "batch_size": batch,
+                    "num_workers": 0,
+                    "crop_size": spec.get("crop"),
+                    "augment": self.mode == "pvdetect",
+                },
+                "model": {"arch": "unet", "encoder": spec["encoder"], "weights": None},
+                "upscale": {"factor": int(spec["factor"]), "method": "bicubic"},
+                "seed": 0,
+            }
+        )
+        self.task = SegmentationTask(
+            cfg,
+            cache.stats,
+            in_channels=channels,
+            chip_size=(self.height, self.width),
+            pretrained=False,
+        ).to(self.device)
+        self.bf16 = self.mode == "pvdetect" and spec.get("precision", "bf16") == "bf16"
+        if self.mode == "pvdetect":
+            self.task.configure_model()  # channels_last weights, as in training
+        self.task.train()
+        self.opt = torch.optim.AdamW(self.task.model.parameters(), lr=1e-3, weight_decay=1e-4)
+        self.dm = PVDataModule(cache, batch_size=batch, num_workers=0, seed=0, pin_memory=self.cuda)
+        self.n_train = len(self.dm.train_idx)
+        if self.cuda and not torch.cuda.is_bf16_supported():
+            self.amp_dtype = torch.float16
+        else:
+            self.amp_dtype = torch.bfloat16
+        self._batches = self._forever()
+        self.index = 0
+        self.shape = (0, 0)
 
-    def batches() -> Any:
+    def _forever(self) -> Any:
         while True:
-            yield from dm.train_dataloader()
+            yield from self.dm.train_dataloader()
 
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize(device)
+    def sync(self) -> None:
+        """Wait for the device."""
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
 
-    def step(raw: dict[str, Any], index: int) -> tuple[int, int]:
-        b = {k: v.to(device, non_blocking=True) for k, v in raw.items()}
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=bf16):
-            if mode == "pvdetect":
-                x, mask, valid = task.prepare_train(b, task._generator(index))
+    def step(self) -> tuple[float, float]:
+        """One training step (next batch, copy, preprocess, forward, backward, update).
+
+        Returns:
+            (wall seconds, process CPU seconds).
+        """
+        torch, task = self.torch, self.task
+        t0, c0 = time.perf_counter(), time.process_time()
+        raw = next(self._batches)
+        b = {k: v.to(self.device, non_blocking=True) for k, v in raw.items()}
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.bf16):
+            if self.mode == "pvdetect":
+                x, mask, valid = task.prepare_train(b, task._generator(self.index))
                 logits = task(x)  # channels_last, padded to the encoder's multiple
             else:
                 x, mask, valid = task.prepare_eval(b)  # factor 1: normalisation only
                 logits = task.model(x)  # float32, contiguous, like the prototype
             loss = task.loss_fn(logits, mask, valid)
         loss.backward()
-        opt.step()
-        sync()
-        return int(x.shape[0]), int(x.shape[-2] * x.shape[-1])
+        self.opt.step()
+        self.sync()
+        self.index += 1
+        self.shape = (int(x.shape[0]), int(x.shape[-2] * x.shape[-1]))
+        return time.perf_counter() - t0, time.process_time() - c0
 
-    sync()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-        base_mb = torch.cuda.memory_allocated(device) / 2**20
-    else:
-        base_mb = _rss_mb()[0]
-    it = batches()
-    times: list[float] = []
-    cpu_times: list[float] = []
-    shape = (0, 0)
+    def facts(self) -> dict[str, Any]:
+        """Sizes of the configuration (after at least one step)."""
+        return {
+            "n_train": self.n_train,
+            "chip_px": [int(self.height), int(self.width)],
+            "model_batch": self.shape[0],
+            "model_pixels_per_image": self.shape[1],
+            "params": sum(p.numel() for p in self.task.model.parameters()),
+            "torch_threads": self.torch.get_num_threads(),
+            "precision": "bf16-autocast" if self.bf16 else "float32",
+            "memory_format": "channels_last" if self.mode == "pvdetect" else "contiguous",
+        }
+
+
+def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
+    """Memory worker: ``warmup + steps`` steps of one configuration, its peak memory and times.
+
+    ``spec``: the :class:`ConfigRunner` keys plus warmup, steps, budget_mb and result (path of
+    the result file).
+    """
+    result_path = Path(spec["result"])
+    budget = spec.get("budget_mb")
+    if budget and spec["device"] == "cpu":
+        _rss_watchdog(float(budget), result_path, spec)
+    import torch
+
+    if spec["device"].startswith("cuda") and budget:
+        dev = torch.device(spec["device"])
+        total = torch.cuda.get_device_properties(dev).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(float(budget) * 2**20 / total, 1.0), dev)
     try:
+        run = ConfigRunner(spec)
+        run.sync()
+        if run.cuda:
+            torch.cuda.reset_peak_memory_stats(run.device)
+            base_mb = torch.cuda.memory_allocated(run.device) / 2**20
+        else:
+            base_mb = _rss_mb()[0]
+        times: list[float] = []
+        cpu_times: list[float] = []
         for i in range(int(spec["warmup"]) + int(spec["steps"])):
-            t0, c0 = time.perf_counter(), time.process_time()
-            shape = step(next(it), i)
+            wall, cpu = run.step()
             if i >= int(spec["warmup"]):
-                times.append(time.perf_counter() - t0)
-                cpu_times.append(time.process_time() - c0)
+                times.append(wall)
+                cpu_times.append(cpu)
     except torch.OutOfMemoryError:
         return {**spec, "fits": False, "stopped_at": "CUDA out of memory"}
-    rss, hwm = _rss_mb()
+    _, hwm = _rss_mb()
     res: dict[str, Any] = {
         **spec,
+        **run.facts(),
         "fits": True,
-        "n_train": n_train,
-        "chip_px": [int(height), int(width)],
-        "model_batch": shape[0],
-        "model_pixels_per_image": shape[1],
-        "step_seconds": times,
-        "step_cpu_seconds": cpu_times,
-        "params": sum(p.numel() for p in task.model.parameters()),
+        "isolated_step_seconds": times,
+        "isolated_step_cpu_seconds": cpu_times,
         "base_mb": round(base_mb, 1),
         "vm_hwm_mb": round(hwm, 1),
-        "torch_threads": torch.get_num_threads(),
-        "precision": "bf16-autocast" if bf16 else "float32",
-        "memory_format": "channels_last" if bf16 else "contiguous",
     }
-    if cuda:
-        res["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-        res["gpu"] = torch.cuda.get_device_name(device)
+    if run.cuda:
+        res["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(run.device) / 2**20, 1)
+        res["gpu"] = torch.cuda.get_device_name(run.device)
     return res
+
+
+def timing_main(spec: dict[str, Any]) -> dict[str, Any]:
+    """Timing worker: all configurations in one process, their steps interleaved.
+
+    After ``warmup`` steps of each, ``steps`` rounds run one step of every configuration (the
+    order rotated each round), so load from other programs on a shared machine hits all
+    configurations alike. Returns the step times per configuration label.
+    """
+    runners: dict[str, ConfigRunner] = {}
+    errors: dict[str, str] = {}
+    for c in spec["configs"]:
+        try:
+            runners[c["label"]] = ConfigRunner(c)
+        except Exception as exc:  # noqa: BLE001 - the others are still timed
+            errors[c["label"]] = f"{type(exc).__name__}: {exc}"
+    labels = list(runners)
+    for run in runners.values():
+        for _ in range(int(spec["warmup"])):
+            run.step()
+    times: dict[str, list[float]] = {k: [] for k in labels}
+    cpu_times: dict[str, list[float]] = {k: [] for k in labels}
+    for r in range(int(spec["steps"])):
+        order = labels[r % len(labels) :] + labels[: r % len(labels)]
+        for label in order:
+            wall, cpu = runners[label].step()
+            times[label].append(wall)
+            cpu_times[label].append(cpu)
+    timing = {k: {"step_seconds": times[k], "step_cpu_seconds": cpu_times[k]} for k in labels}
+    return {"timing": timing, "errors": errors}
 
 
 def _worker_entry(spec_json: str) -> int:
     spec = json.loads(spec_json)
     result_path = Path(spec["result"])
     try:
-        res = worker_main(spec)
+        res = timing_main(spec) if spec.get("kind") == "timing" else worker_main(spec)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which carries on
         traceback.print_exc()
         res = {**spec, "fits": None, "error": f"{type(exc).__name__}: {exc}"}
@@ -287,19 +358,20 @@ def _worker_entry(spec_json: str) -> int:
 
 
 def run_worker(spec: dict[str, Any], timeout: float = 900.0) -> dict[str, Any]:
-    """Run one configuration in a fresh interpreter; adds ``peak_rss_mb`` and ``wall_s``."""
+    """Run one configuration in a fresh interpreter; adds ``process_peak_rss_mb``, ``wall_s``."""
     result = WORK / "results" / f"{spec['label']}.json"
     result.parent.mkdir(parents=True, exist_ok=True)
     result.unlink(missing_ok=True)
     spec = {**spec, "result": str(result)}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    proc = run_measured(cmd, timeout=timeout, env={"PYTHONWARNINGS": "ignore"})
+    env = {"PYTHONWARNINGS": "ignore", "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = run_measured(cmd, timeout=timeout, env=env)
     if result.is_file():
         res = json.loads(result.read_text(encoding="utf-8"))
     else:
         tail = (proc.stderr or "").strip().splitlines()[-3:]
         res = {**spec, "fits": None, "error": f"exit {proc.returncode}: {' | '.join(tail)}"}
-    res["peak_rss_mb"] = round(proc.peak_rss_mb, 1)
+    res["process_peak_rss_mb"] = round(proc.peak_rss_mb, 1)  # whole life, exit included
     res["wall_s"] = round(proc.seconds, 1)
     res["exit"] = proc.returncode
     if res.get("error"):
@@ -358,14 +430,27 @@ def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def derive(res: dict[str, Any], cuda: bool) -> dict[str, Any]:
-    """Per-configuration figures: peak, step time, epoch time, throughput."""
+def derive_memory(res: dict[str, Any], cuda: bool) -> dict[str, Any]:
+    """Peak and step memory of a memory worker's result."""
+    if res.get("fits"):
+        peak = res["cuda_peak_mb"] if cuda else res["vm_hwm_mb"]
+        res.update(peak_mb=peak, step_mb=round(peak - res["base_mb"], 1))
+    return res
+
+
+def derive_time(res: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
+    """Step, epoch and throughput figures from the interleaved timing of ``res``'s label."""
     if not res.get("fits"):
         return res
-    peak = res["cuda_peak_mb"] if cuda else res["peak_rss_mb"]
+    t = timing.get(res["label"])
+    if not t or not t["step_seconds"]:
+        res["fits"] = None
+        res["error"] = "no timing"
+        return res
+    res.update(t)
     step_s = min(res["step_seconds"])  # best of N: robust to other programs on the machine
+    cpu_s = _median(res["step_cpu_seconds"])
     res["step_s_median"] = _median(res["step_seconds"])
-    res["step_cpu_s_median"] = _median(res["step_cpu_seconds"])
     batch = res["model_batch"]
     px_img = res["model_pixels_per_image"]
     steps_epoch = math.ceil(res["n_train"] / res["batch"])
@@ -376,14 +461,15 @@ def derive(res: dict[str, Any], cuda: bool) -> dict[str, Any]:
     native_chip_px = h * w / f2 if res["mode"] == "prototype" else h * w
     native_seen = px_step / f2 * steps_epoch
     res.update(
-        peak_mb=peak,
-        step_mb=round(peak - res["base_mb"], 1),
         step_s=step_s,
         steps_per_epoch=steps_epoch,
         epoch_s=epoch_s,
         images_per_s=batch / step_s,
         mpx_seen_per_s=px_step / step_s / 1e6,
         s_per_mpx=step_s / (px_step / 1e6),
+        cpu_s=cpu_s,
+        cpu_epoch_s=cpu_s * steps_epoch,
+        cpu_s_per_mpx=cpu_s / (px_step / 1e6),
         mpx_seen_per_epoch=px_step * steps_epoch / 1e6,
         native_coverage_per_epoch=native_seen / (res["n_train"] * native_chip_px),
     )
@@ -441,8 +527,10 @@ def run_suite(
     for f in FACTORS:
         disk[f]["ratio_to_x1"] = disk[f]["tif_bytes"] / disk[1]["tif_bytes"]
         build_cache(find_chips(data[f]), cache_dir=cache_dir)  # packed once, outside the timing
-    chip = build_cache(find_chips(src), cache_dir=cache_dir).shape[-1]
-    common = {"encoder": encoder, "device": device, "warmup": warmup, "steps": steps}
+    native_shape = build_cache(find_chips(src), cache_dir=cache_dir).shape
+    chip = min(native_shape[-2:]) // FACTORS[-1] * FACTORS[-1]  # crop side, a multiple of 4
+    # memory workers: one warm-up step (allocates the optimiser state) + one measured step
+    common = {"encoder": encoder, "device": device, "warmup": 1, "steps": 1}
     common["cache_dir"] = str(cache_dir)
 
     def proto(f: int, b: int, budget: float | None) -> dict[str, Any]:
@@ -457,7 +545,7 @@ def run_suite(
             "budget_mb": budget,
         }
         print(f"  (a) prototype x{f} batch {b} (whole {chip * f} px chips, float32)", flush=True)
-        return derive(run_worker(spec), cuda)
+        return derive_memory(run_worker(spec), cuda)
 
     # (a) x1 at batch 5: the probe that sets the budget
     probe = proto(1, START_BATCH, None)
@@ -475,15 +563,20 @@ def run_suite(
         rule = "--budget-mb"
     budget_mb = round(float(budget_mb), 1)
     print(f"  budget: {budget_mb:.0f} MiB ({rule})", flush=True)
-    proto_runs: dict[int, dict[str, Any]] = {1: probe}
+    proto_runs: dict[int, dict[str, Any]] = {}
     attempts: list[dict[str, Any]] = []
-    if probe["peak_mb"] > budget_mb:
-        attempts.append({"factor": 1, "batch": START_BATCH, "fits": False, "by": "probe"})
     failed_at: set[int] = set()
-    for f in FACTORS[1:]:
+    for f in FACTORS:
         b = START_BATCH
         while b >= 1:
-            if b in failed_at:
+            if f == 1 and b == START_BATCH:  # the probe
+                fits = probe["peak_mb"] <= budget_mb
+                attempts.append({"factor": 1, "batch": b, "fits": fits, "by": "probe"})
+                if fits:
+                    proto_runs[1] = probe
+                    break
+                failed_at.add(b)
+            elif b in failed_at:
                 attempts.append({"factor": f, "batch": b, "fits": False, "by": "implied"})
             else:
                 res = proto(f, b, budget_mb)
@@ -520,7 +613,43 @@ def run_suite(
             f"{chip} px, bf16)",
             flush=True,
         )
-        pv_runs[f] = derive(run_worker(spec), cuda)
+        pv_runs[f] = derive_memory(run_worker(spec), cuda)
+
+    # timing: every configuration that fits, interleaved in one process
+    fitting = [r for r in (*proto_runs.values(), *pv_runs.values()) if r.get("fits")]
+    keys = ("label", "mode", "data", "cache_dir", "factor", "batch", "crop", "encoder", "device")
+    configs = [{k: r.get(k) for k in keys} for r in fitting]
+    # reference for the precision's share: pvdetect's x1 step in float32 (timing only)
+    reference = {**pv_runs[1], "label": f"{name}_pvdetect_x1_float32", "precision": "float32"}
+    if pv_runs[1].get("fits"):
+        configs.append({**{k: reference.get(k) for k in keys}, "precision": "float32"})
+    tspec = {
+        "kind": "timing",
+        "label": f"{name}_timing",
+        "device": device,
+        "warmup": warmup,
+        "steps": steps,
+        "configs": configs,
+    }
+    print(
+        f"  timing {len(fitting)} configurations interleaved: {warmup} warm-up + {steps} rounds",
+        flush=True,
+    )
+    tres = run_worker(tspec, timeout=1800.0)
+    timing = tres.get("timing", {})
+    for label, err in tres.get("errors", {}).items():
+        print(f"    timing of {label} failed: {err}", flush=True)
+    for r in fitting:
+        derive_time(r, timing)
+        if r["label"] in tres.get("errors", {}):
+            r["error"] = tres["errors"][r["label"]]
+    if pv_runs[1].get("fits"):
+        reference.pop("isolated_step_seconds", None)
+        reference.pop("isolated_step_cpu_seconds", None)
+        reference["precision"] = "float32"
+        derive_time(reference, timing)
+    else:
+        reference = {}
     return {
         "name": name,
         "encoder": encoder,
@@ -531,11 +660,15 @@ def run_suite(
         "budget_mb": budget_mb,
         "budget_rule": rule,
         "budget_model": model,
-        "memory_measure": "torch.cuda.max_memory_allocated" if cuda else "peak RSS (ru_maxrss)",
+        "memory_measure": (
+            "torch.cuda.max_memory_allocated" if cuda else "RSS high-water mark (VmHWM)"
+        ),
         "disk": {str(f): v for f, v in disk.items()},
         "prototype": {str(f): v for f, v in proto_runs.items()},
         "prototype_attempts": attempts,
+        "timing_wall_s": tres.get("wall_s"),
         "pvdetect": {str(f): v for f, v in pv_runs.items()},
+        "pvdetect_x1_float32": reference,
         "goals": goals(pv_runs),
     }
 
@@ -548,6 +681,7 @@ def goals(pv: dict[int, dict[str, Any]]) -> dict[str, Any]:
     mem_ratio = r4["peak_mb"] / r1["peak_mb"]
     spm = [r["s_per_mpx"] for r in pv.values() if r.get("fits")]
     spread = max(spm) / min(spm)
+    cpu = [r["cpu_s_per_mpx"] for r in pv.values() if r.get("fits")]
     out = {
         "same_batch": {"x1": r1["model_batch"], "x4": r4["model_batch"]},
         "same_batch_pass": r1["model_batch"] == r4["model_batch"],
@@ -555,6 +689,7 @@ def goals(pv: dict[int, dict[str, Any]]) -> dict[str, Any]:
         "step_memory_ratio_x4_x1": r4["step_mb"] / max(r1["step_mb"], 1e-9),
         "memory_pass": mem_ratio <= GOAL_MEMORY,
         "s_per_mpx_spread": spread,
+        "cpu_s_per_mpx_spread": max(cpu) / min(cpu),
         "time_pass": spread <= GOAL_TIME_SPREAD,
     }
     out["all"] = out["same_batch_pass"] and out["memory_pass"] and out["time_pass"]
@@ -579,6 +714,7 @@ def _mib(n: float) -> str:
 def suite_tables(s: dict[str, Any]) -> str:
     """Markdown tables of one suite."""
     chip = s["chip_px"]
+    cuda = s["device"].startswith("cuda")
     header = [
         "way",
         "factor",
@@ -587,37 +723,24 @@ def suite_tables(s: dict[str, Any]) -> str:
         "peak MiB",
         "step MiB",
         "s/step",
+        "CPU s/step",
         "steps/epoch",
         "s/epoch",
+        "CPU s/epoch",
         "images/s",
         "Mpx seen/s",
-        "s per Mpx",
         "Mpx seen/epoch",
+        "CPU s per Mpx seen",
     ]
     rows = []
     for way, key in (("(a) prototype", "prototype"), ("(b) pvdetect", "pvdetect")):
         for f in FACTORS:
             r = s[key].get(str(f), {})
             if not r.get("fits"):
-                rows.append(
-                    [
-                        way,
-                        f"x{f}",
-                        "-",
-                        "-",
-                        "-",
-                        "-",
-                        "-",
-                        "-",
-                        "-",
-                        "-",
-                        "-",
-                        "-",
-                        r.get("error", "no fit"),
-                    ]
-                )
+                rows.append([way, f"x{f}", r.get("error", "does not fit")] + ["-"] * 12)
                 continue
             side = int(math.isqrt(r["model_pixels_per_image"]))
+            cpu = (lambda v, nd: "-") if cuda else _f
             rows.append(
                 [
                     way,
@@ -627,14 +750,38 @@ def suite_tables(s: dict[str, Any]) -> str:
                     _f(r["peak_mb"], 0),
                     _f(r["step_mb"], 0),
                     _f(r["step_s"], 3),
+                    cpu(r["cpu_s"], 3),
                     r["steps_per_epoch"],
                     _f(r["epoch_s"], 2),
+                    cpu(r["cpu_epoch_s"], 2),
                     _f(r["images_per_s"], 1),
                     _f(r["mpx_seen_per_s"], 3),
-                    _f(r["s_per_mpx"], 2),
                     _f(r["mpx_seen_per_epoch"], 2),
+                    cpu(r["cpu_s_per_mpx"], 2),
                 ]
             )
+    ref = s.get("pvdetect_x1_float32") or {}
+    if ref.get("fits") and "step_s" in ref:
+        cpu = (lambda v, nd: "-") if cuda else _f
+        rows.append(
+            [
+                "(b) in float32 (reference)",
+                "x1",
+                ref["model_batch"],
+                f"{int(math.isqrt(ref['model_pixels_per_image']))} px crop",
+                "-",
+                "-",
+                _f(ref["step_s"], 3),
+                cpu(ref["cpu_s"], 3),
+                ref["steps_per_epoch"],
+                _f(ref["epoch_s"], 2),
+                cpu(ref["cpu_epoch_s"], 2),
+                _f(ref["images_per_s"], 1),
+                _f(ref["mpx_seen_per_s"], 3),
+                _f(ref["mpx_seen_per_epoch"], 2),
+                cpu(ref["cpu_s_per_mpx"], 2),
+            ]
+        )
     disk_rows = [
         [
             f"x{f}",
@@ -655,7 +802,8 @@ def suite_tables(s: dict[str, Any]) -> str:
             markdown_table(header, rows),
             f"Budget {s['budget_mb']:.0f} MiB ({s['budget_rule']}); memory = "
             f"{s['memory_measure']}. Batch search of (a): {tried}.",
-            "Materialised datasets (GeoTIFF bytes, deflate):\n\n"
+            "Materialised datasets (GeoTIFF bytes, float32, deflate; upscaled values compress "
+            "worse than the native ones, hence more than factor^2):\n\n"
             + markdown_table(["factor", "chip", "on disk", "x of x1", "upscale s"], disk_rows),
         ]
     )
@@ -673,7 +821,8 @@ def goal_lines(s: dict[str, Any]) -> list[str]:
         f"{p(g['memory_pass'])}: (b) peak memory x4 / x1 = {g['memory_ratio_x4_x1']:.2f} "
         f"(goal <= {GOAL_MEMORY}; step memory alone {g['step_memory_ratio_x4_x1']:.2f})",
         f"{p(g['time_pass'])}: (b) seconds per Mpx seen, max/min over x1, x2, x4 = "
-        f"{g['s_per_mpx_spread']:.2f} (goal <= {GOAL_TIME_SPREAD})",
+        f"{g['s_per_mpx_spread']:.2f} (goal <= {GOAL_TIME_SPREAD}; with CPU seconds: "
+        f"{g['cpu_s_per_mpx_spread']:.2f})",
     ]
 
 
@@ -689,6 +838,27 @@ def comparison_lines(s: dict[str, Any]) -> list[str]:
                 f"{b['model_batch']}, peak {b['peak_mb']:.0f} MiB; (a)/(b) epoch time "
                 f"{a['epoch_s'] / b['epoch_s']:.1f}x"
             )
+    for way, key in (("(a)", "prototype"), ("(b)", "pvdetect")):
+        r1 = s[key].get("1", {})
+        rel = [
+            f"x{f} {s[key][str(f)]['epoch_s'] / r1['epoch_s']:.1f}x"
+            for f in FACTORS[1:]
+            if "epoch_s" in r1 and "epoch_s" in s[key].get(str(f), {})
+        ]
+        if rel:
+            out.append(f"{way} time per epoch relative to x1: {', '.join(rel)}")
+    ref, b1 = s.get("pvdetect_x1_float32") or {}, s["pvdetect"].get("1", {})
+    if "step_s" in ref and "step_s" in b1:
+        out.append(
+            f"precision: (b) x1 step {b1['step_s']:.3f} s in bf16 autocast, "
+            f"{ref['step_s']:.3f} s in float32 (bf16/float32 = {b1['step_s'] / ref['step_s']:.2f})"
+        )
+        if not s["device"].startswith("cuda") and b1["step_s"] > 1.05 * ref["step_s"]:
+            out.append(
+                "bf16 autocast is slower than float32 on this CPU for a batch this small (with "
+                "256 px chips it is faster, see Training throughput), so at x1 the gap between "
+                "(a) and (b) is the precision, not the way of upscaling"
+            )
     return out
 
 
@@ -702,16 +872,21 @@ def results_markdown(report: dict[str, Any]) -> str:
         "pvdetect's way: native chips upscaled on the device by `SegmentationTask.prepare_train` "
         "(random crop of crop/factor px, D4, normalise, bicubic), crop = chip size, batch 5, bf16 "
         "autocast, channels_last. U-Net, random init, AdamW, 4 bands; a fresh process per "
-        "configuration; s/epoch = best-of-N s/step x ceil(train chips / batch). CPU chips are "
-        "128 px (not 256) to keep the CPU run to a few minutes. Peak = whole-process RSS on CPU "
-        "(import and model included, hence the large common base); step MiB = peak minus the "
-        "RSS before the first step. An epoch of (b) at xF covers 1/F^2 of each upscaled chip "
+        "configuration for memory, all configurations interleaved step by step in one process for "
+        "time (the machine is shared: load average "
+        f"{report['loadavg'][0]:.1f} / {report['loadavg'][1]:.1f} at start / end); s/epoch = "
+        "best-of-N s/step x ceil(train chips / batch); CPU s = median process CPU seconds. "
+        "The CPU suite uses small chips (128 px by default, not the prototype's 256 px) to keep "
+        "the CPU run to a few minutes. Peak on CPU = "
+        "whole-process RSS high-water mark (interpreter, torch and model included, hence the "
+        "large common base); step MiB = peak minus the RSS before the first step. "
+        "An epoch of (b) at xF covers 1/F^2 of each upscaled chip "
         "(a random part each epoch); the time per pixel seen is what stays constant.",
     ]
     for s in report["suites"]:
         parts.append(
             f"**{s['name']}**: {s['encoder']}, {s['chip_px']} px chips, {s['device']}, "
-            f"{s['warmup']} warm-up + {s['steps']} timed steps per configuration."
+            f"{s['warmup']} warm-up + {s['steps']} timed steps per configuration (interleaved)."
         )
         parts.append(suite_tables(s))
         parts.append("\n".join(f"- {line}" for line in goal_lines(s) + comparison_lines(s)))
@@ -732,7 +907,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: one timed step each")
     p.add_argument("--out", type=Path, default=None, help="JSON output path")
     p.add_argument("--budget-mb", type=float, default=None, help="memory budget of (a) in MiB")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per configuration")
+    p.add_argument(
+        "--steps", type=int, default=None, help="timed steps per configuration (default 5)"
+    )
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration")
     p.add_argument("--no-gpu", action="store_true", help="skip the CUDA suite")
     p.add_argument("--results-md", action="store_true", help="update RESULTS.md even with --quick")
@@ -746,7 +923,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker is not None:
         return _worker_entry(args.worker)
     t_start = time.perf_counter()
-    steps = args.steps if args.steps is not None else (1 if args.quick else 4)
+    load_start = os.getloadavg()[0]
+    steps = args.steps if args.steps is not None else (1 if args.quick else 5)
     out = args.out or (
         BENCH_OUT / f"{NAME}_quick.json" if args.quick else BENCH_OUT / f"{NAME}.json"
     )
@@ -778,7 +956,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 encoder="efficientnet-b7",
                 device="cuda",
                 warmup=args.warmup,
-                steps=steps,
+                steps=min(steps, 3),
                 budget_mb=None,
             )
         )
@@ -788,6 +966,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": info,
         "cuda": cuda,
         "suites": suites,
+        "loadavg": [load_start, os.getloadavg()[0]],
         "total_s": round(time.perf_counter() - t_start, 1),
     }
     path = write_json(out, report)

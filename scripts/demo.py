@@ -40,14 +40,56 @@ def main() -> int:
     data, run, ev, base, pred = (out / n for n in ("data", "run", "eval", "baselines", "predict"))
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     t0 = time.perf_counter()
-    step("synthetic data", ["synth", str(data), "--chips", str(a.chips), "--scenes", "1",
-                            "--scene-size", str(a.scene_size), "--seed", "0"])
+    step(
+        "synthetic data",
+        [
+            "synth",
+            str(data),
+            "--chips",
+            str(a.chips),
+            "--scenes",
+            "1",
+            "--scene-size",
+            str(a.scene_size),
+            "--seed",
+            "0",
+        ],
+    )
     step("check the dataset", ["check", str(data)])
-    step("train", ["train", str(data), "--out", str(run), "--arch", "unet",
-                   "--encoder", "resnet18", "--epochs", str(a.epochs), "--seed", "0"])
+    step(
+        "train",
+        [
+            "train",
+            str(data),
+            "--out",
+            str(run),
+            "--arch",
+            "unet",
+            "--encoder",
+            "resnet18",
+            "--weights",
+            "none",
+            "--epochs",
+            str(a.epochs),
+            "--seed",
+            "0",
+        ],
+    )
     step("baselines", ["baselines", str(data), "--split", "test", "--out", str(base)])
-    step("evaluate", ["evaluate", str(run / "bundle"), str(data), "--split", "test",
-                      "--out", str(ev), "--baselines-json", str(base / "metrics.json")])
+    step(
+        "evaluate",
+        [
+            "evaluate",
+            str(run / "bundle"),
+            str(data),
+            "--split",
+            "test",
+            "--out",
+            str(ev),
+            "--baselines-json",
+            str(base / "metrics.json"),
+        ],
+    )
     scenes = sorted(p for p in (data / "scenes").glob("*.tif") if not p.stem.endswith("_mask"))
     step("predict a scene", ["predict", str(run / "bundle"), *map(str, scenes), "--out", str(pred)])
 
@@ -56,32 +98,37 @@ def main() -> int:
     px = metrics["pixel"]
     best_name, best = max(baselines.items(), key=lambda kv: kv[1]["pixel"]["iou"])
     print("\n=== results")
-    print(f"model    (test): IoU {px['iou']:.3f}  F1 {px['f1']:.3f}  "
-          f"precision {px['precision']:.3f}  recall {px['recall']:.3f}")
+    print(
+        f"model    (test): IoU {px['iou']:.3f}  F1 {px['f1']:.3f}  "
+        f"precision {px['precision']:.3f}  recall {px['recall']:.3f}"
+    )
     print(f"baseline {best_name}: IoU {best['pixel']['iou']:.3f}  F1 {best['pixel']['f1']:.3f}")
     for row in csv.DictReader((pred / "summary.csv").open()):
         print(f"scene {row['scene']}: {row['plants']} plants, {float(row['total_ha']):.1f} ha")
-    plants = sorted(pred.glob("*_plants.gpkg"))
-    if plants:
-        import pyogrio
-
-        for gpkg in plants:
-            table = pyogrio.read_dataframe(gpkg, read_geometry=False) if hasattr(
-                pyogrio, "read_dataframe") and _has_pandas() else None
-            if table is not None:
-                print(table[["area_ha", "mean_prob"]].round(2).head(20).to_string())
-    print(f"\nrun folder : {run}\nreport     : {ev / 'report.html'}\n"
-          f"baselines  : {base / 'report.html'}\npredictions: {pred}")
+    for gpkg in sorted(pred.glob("*_plants.gpkg")):
+        print_plants(gpkg)
+    print(
+        f"\nrun folder : {run}\nreport     : {ev / 'report.html'}\n"
+        f"baselines  : {base / 'report.html'}\npredictions: {pred}"
+    )
     print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min")
     return 0
 
 
-def _has_pandas() -> bool:
-    try:
-        import pandas  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def print_plants(gpkg: Path, limit: int = 15) -> None:
+    """The largest plants of one scene with their areas."""
+    from pyogrio.raw import read
+
+    meta, _, _, values = read(gpkg, read_geometry=False)
+    cols = dict(zip(meta["fields"], values, strict=True))
+    order = sorted(range(len(cols["area_ha"])), key=lambda i: -cols["area_ha"][i])
+    print(f"{gpkg.name}: {len(order)} plants (largest first)")
+    print("    id   area_ha  mean_prob  max_prob")
+    for i in order[:limit]:
+        print(
+            f"  {cols['id'][i]:4d}  {cols['area_ha'][i]:8.2f}  {cols['mean_prob'][i]:9.2f}"
+            f"  {cols['max_prob'][i]:8.2f}"
+        )
 
 
 if __name__ == "__main__":

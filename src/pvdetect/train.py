@@ -146,6 +146,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", nargs="?", metavar="DATA", help="dataset folder or CSV manifest")
     parser.add_argument("--config", metavar="YAML", help="configuration file")
     for flag, key, kwargs in _OPTIONS:
+        if "metavar" not in kwargs and kwargs.get("action") is None and "choices" not in kwargs:
+            kwargs = {**kwargs, "metavar": flag.lstrip("-").replace("-", "_").upper()}
         parser.add_argument(flag, dest=_dest(key), default=None, **kwargs)
 
 
