@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ from pvdetect.data.raster import read_raster, write_raster
 
 NODATA = -9999.0
 CRS = "EPSG:32633"
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "austria_s2"
 
 
 def _write_chip(root: Path, split: str, n: int, seed: int, size: int = 32) -> None:
@@ -142,14 +140,10 @@ def test_super_resolution(brazil, tmp_path):
     assert vals.min() >= 0 and np.isfinite(vals).all()
 
 
-def test_real_austria_chips(tmp_path):
-    if not REAL.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"real data missing: {REAL}")
-        pytest.skip(f"real data missing: {REAL}")
+def test_real_austria_chips(tmp_path, austria_root):
     out = tmp_path / "austria_x2"
-    assert main(["upscale", str(REAL), str(out), "--factor", "2"]) == 0
-    src = sorted((REAL / "val" / "input").glob("*.tif"))
+    assert main(["upscale", str(austria_root), str(out), "--factor", "2"]) == 0
+    src = sorted((austria_root / "val" / "input").glob("*.tif"))
     assert src and (out / "sites.csv").is_file()
     for path in src[:3]:
         a, ai = read_raster(path)
@@ -159,6 +153,6 @@ def test_real_austria_chips(tmp_path):
         assert bi.transform.a == pytest.approx(ai.transform.a / 2)
         assert (bi.transform.c, bi.transform.f) == (ai.transform.c, ai.transform.f)
         assert (b == NODATA).all(axis=0).sum() == 4 * (a == NODATA).any(axis=0).sum()
-        m, _ = read_raster(REAL / "val" / "labels" / path.name.replace("img", "target"))
+        m, _ = read_raster(austria_root / "val" / "labels" / path.name.replace("img", "target"))
         mm, _ = read_raster(out / "val" / "labels" / path.name.replace("img", "target"))
         assert np.array_equal(mm[0, ::2, ::2], m[0])

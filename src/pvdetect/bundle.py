@@ -169,13 +169,10 @@ class Bundle:
 
     def _forward(self, x: Tensor) -> Tensor:
         """Sigmoid of the model on normalised input, padded to the model's multiple."""
+        from pvdetect.transforms import pad_to_multiple
+
         h, w = x.shape[-2:]
-        m = self.multiple
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            x = nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = pad_to_multiple(x, self.multiple).contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=_autocast_dtype(self.device)):
             logits = self.model(x)
         return torch.sigmoid(logits.float())[:, 0, :h, :w]

@@ -24,7 +24,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pvdetect.config import TrainConfig, config_from_dict
@@ -35,6 +34,7 @@ from pvdetect.transforms import (
     d4_augment,
     downscale_probs,
     normalize,
+    pad_to_multiple,
     random_crop,
     upscale_batch,
     upscale_mask,
@@ -157,11 +157,7 @@ class SegmentationTask(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[B, 1, H, W]`` of normalised input, padded to the model's multiple."""
         h, w = x.shape[-2:]
-        m = self.multiple
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        x = pad_to_multiple(x, self.multiple)
         logits = self.model(x.contiguous(memory_format=torch.channels_last))
         return logits[..., :h, :w]
 

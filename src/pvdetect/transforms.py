@@ -180,6 +180,20 @@ def random_crop(
 # resolution changes
 
 
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Pad ``[B, C, H, W]`` at the bottom/right so H and W divide by ``multiple``.
+
+    Reflect padding where the input is large enough, else replicate; crop the model's
+    output back with ``[..., :H, :W]``.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not (ph or pw):
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
+
+
 def _check_factor(factor: int) -> int:
     if int(factor) != factor or factor < 1:
         raise ConfigError(f"upscale factor must be a positive integer, got {factor}")
