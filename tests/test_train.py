@@ -188,3 +188,26 @@ def test_ddp_two_cpu_processes(dataset: Path, tmp_path: Path) -> None:
     # both ranks' validation pixels are counted once (2 val chips of 64 x 64)
     assert 0 < vm["tp"] + vm["fp"] + vm["tn"] + vm["fn"] <= 2 * 64 * 64
     assert len(_rows(run / "metrics.csv")) == 1
+
+
+def test_max_minutes_sets_a_time_limit(tmp_path: Path) -> None:
+    from lightning.pytorch.callbacks import Timer
+
+    from pvdetect.config import config_from_dict
+    from pvdetect.errors import ConfigError
+    from pvdetect.train import build_trainer
+
+    cfg = config_from_dict(
+        {
+            "data": {"root": str(tmp_path)},
+            "out": str(tmp_path / "r"),
+            "max_minutes": 1.5,
+            "accelerator": "cpu",
+            "progress": False,
+        }
+    )
+    trainer = build_trainer(cfg, tmp_path / "r")
+    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
+    assert len(timers) == 1 and timers[0]._duration == pytest.approx(90.0)
+    with pytest.raises(ConfigError, match="max_minutes"):
+        config_from_dict({"data": {"root": str(tmp_path)}, "max_minutes": 0})

@@ -163,6 +163,8 @@ class TrainConfig:
         seed: Seed of initialisation, data order and augmentation.
         resume: Continue the run in ``out`` from ``checkpoints/last.ckpt``.
         tensorboard: Write TensorBoard logs to ``out/logs``.
+        max_minutes: Stop training after this many minutes (the best checkpoint so far is
+            used for the bundle); None for no time limit.
         max_train_batches: Limit of training batches per epoch (debugging).
         max_val_batches: Limit of validation batches per epoch (debugging).
         threshold_metric: Score maximised by the calibrated threshold (``f1`` or ``iou``).
@@ -190,6 +192,7 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
     tensorboard: bool = False
+    max_minutes: float | None = None
     max_train_batches: int | None = None
     max_val_batches: int | None = None
     threshold_metric: str = "f1"
@@ -425,6 +428,8 @@ def validate(cfg: TrainConfig) -> None:
     ):
         if value is not None and value < 1:
             raise _bad(key, value, "must be >= 1")
+    if cfg.max_minutes is not None and not cfg.max_minutes > 0:
+        raise _bad("max_minutes", cfg.max_minutes, "must be > 0")
     if d.num_workers < 0:
         raise _bad("data.num_workers", d.num_workers, "must be >= 0")
     if not 0.0 <= d.drop_empty <= 1.0:

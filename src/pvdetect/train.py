@@ -23,6 +23,7 @@ import math
 import os
 import sys
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,6 +124,8 @@ _OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
      {"action": "store_const", "const": True, "help": "continue RUN from checkpoints/last.ckpt"}),
     ("--tensorboard", "tensorboard",
      {"action": "store_const", "const": True, "help": "TensorBoard logs in RUN/logs"}),
+    ("--max-minutes", "max_minutes",
+     {"type": float, "metavar": "MIN", "help": "stop training after MIN minutes"}),
     ("--max-train-batches", "max_train_batches",
      {"type": int, "metavar": "N", "help": "limit batches per epoch (debugging)"}),
     ("--max-val-batches", "max_val_batches",
@@ -412,6 +415,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, precision: str | None = None)
         strategy=cfg.strategy,
         precision=precision or resolve_precision(cfg.precision, cfg.accelerator),
         max_epochs=cfg.epochs,
+        max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
         accumulate_grad_batches=cfg.accumulate,
         gradient_clip_val=cfg.optim.gradient_clip,
         limit_train_batches=cfg.max_train_batches if cfg.max_train_batches else 1.0,
