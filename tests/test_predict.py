@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyogrio
@@ -17,7 +18,7 @@ from torch import nn
 
 from pvdetect.bundle import Bundle, BundleMeta, UpscaleMeta, load_bundle, save_bundle
 from pvdetect.cli import main
-from pvdetect.data.raster import write_raster
+from pvdetect.data.raster import raster_info, write_raster
 from pvdetect.errors import ConfigError
 from pvdetect.models import build_model
 from pvdetect.predict import (
@@ -339,3 +340,33 @@ def test_failed_scene_leaves_no_files(tmp_path: Path, unet_bundle: Path, capsys)
     )
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [r["scene"] for r in rows] == ["good.tif"]
+
+
+def test_quicklook_matches_a_decimated_read(tmp_path: Path) -> None:
+    """The overlay pixels collected while predicting equal a nearest decimated read."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    from pvdetect.predict import QuickLook, _StripReader
+
+    rng = np.random.default_rng(3)
+    img = rng.uniform(100, 3000, size=(4, 203, 150)).astype(np.float32)
+    img[:, :7, :9] = -9999.0
+    scene = tmp_path / "s.tif"
+    write_raster(scene, img, crs="EPSG:32633", transform=Affine(10, 0, 0, 0, -10, 0))
+    info = raster_info(scene)
+    plan = SimpleNamespace(
+        info=info, tile=64, padded_width=192, bands=[1, 2, 3, 4], rgb=[1, 2, 3], nodata=-9999.0
+    )
+    ql = QuickLook(plan, max_side=60)
+    with rasterio.open(scene) as ds:
+        reader = _StripReader(ds, plan)
+        for y0, n in ((0, 48), (48, 48), (96, 48), (144, 59)):
+            raw, valid = reader(y0)
+            ql.add(y0, n, raw, valid)
+        ref = ds.read([1, 2, 3], out_shape=ql.rgb.shape, resampling=Resampling.nearest)
+    assert ql.rgb.shape == (3, 60, 44)
+    ok = ql.valid
+    assert not ok.all() and ok.any()
+    assert np.array_equal(ql.rgb[:, ok], ref[:, ok])
+    assert np.array_equal(~ok, (ref == -9999.0).all(axis=0))
