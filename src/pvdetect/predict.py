@@ -320,7 +320,7 @@ class QuickLook:
         self.rows = np.minimum(((np.arange(oh) + 0.5) * h / oh).astype(np.int64), h - 1)
         self.cols = np.minimum(((np.arange(ow) + 0.5) * w / ow).astype(np.int64), w - 1)
         self.bands = [plan.bands.index(b) for b in plan.rgb]
-        self.rgb = np.zeros((3, oh, ow), dtype=np.float32)
+        self.rgb = np.zeros((3, oh, ow), dtype=np.float16)  # plenty for a quick-look
         self.valid = np.zeros((oh, ow), dtype=bool)
 
     def add(self, y0: int, n: int, raw: np.ndarray, valid: np.ndarray) -> None:
@@ -497,7 +497,7 @@ def write_overlay(
 
     h, w = plan.info.height, plan.info.width
     if quicklook is not None:
-        rgb, valid = quicklook.rgb, quicklook.valid
+        rgb, valid = quicklook.rgb.astype(np.float32), quicklook.valid
         oh, ow = valid.shape
     else:
         f = max(1.0, max(h, w) / max_side)
