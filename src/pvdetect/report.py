@@ -205,6 +205,9 @@ def fig_pr_curve(
     """Precision against recall over the sweep; ``chosen``/``best`` are (recall, precision)."""
     plt = _plt()
     p, r = _finite_pairs(precision, recall)
+    # thresholds with no true positive (no prediction at all near 1.0) carry no PR information
+    keep = (p > 0) | (r > 0)
+    p, r = p[keep], r[keep]
     fig, ax = plt.subplots(figsize=(4.2, 3.6))
     ax.plot(r, p, color="#3182bd", linewidth=1.5)
     if prevalence is not None and prevalence > 0:
