@@ -136,3 +136,18 @@ def test_zip_bundle_ignores_unexpected_members(tmp_path: Path, model) -> None:
         zf.writestr("../evil.txt", "x")
     assert isinstance(load_bundle(path), Bundle)
     assert not (tmp_path.parent / "evil.txt").exists()
+
+
+def test_resolve_device_names_bad_devices() -> None:
+    from pvdetect.bundle import resolve_device
+    from pvdetect.errors import ConfigError
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ConfigError, match="--device warp-drive"):
+        resolve_device("warp-drive")
+    with pytest.raises(ConfigError, match="--device meta"):
+        resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda:0")

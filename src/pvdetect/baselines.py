@@ -514,14 +514,15 @@ def run_baselines(
     Returns:
         ``{"baselines": {name: metrics}, "split": split, "seed": seed}``.
     """
-    from pvdetect.evaluate import load_split, pick_device, prepare_out_dir, write_json, write_text
+    from pvdetect.bundle import resolve_device
+    from pvdetect.evaluate import load_split, prepare_out_dir, write_json, write_text
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     if sample_size < 100:
         raise ConfigError(f"--sample-size must be >= 100, got {sample_size}")
     out = prepare_out_dir(out_dir) if out_dir is not None else None
-    dev = pick_device(device)
+    dev = resolve_device(device)
     cache, _ = load_split(data_root, split, cache_dir=cache_dir)
     evals = evaluate_baselines(
         cache,

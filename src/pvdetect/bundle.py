@@ -327,8 +327,27 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     return Bundle(meta, model, sr).to(device)
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if device == "auto":
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda[:N]`` as a torch device.
+
+    An unknown name or a GPU that is not there is a :class:`ConfigError` naming ``--device``.
+    """
+    from pvdetect.errors import ConfigError
+
+    if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown device"
+        raise ConfigError(f"--device {device}: {first}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device}: expected auto, cpu or cuda[:N]")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present"
+            )
+    return dev

@@ -592,31 +592,6 @@ def load_split(
     return cache, idx
 
 
-def pick_device(device: str) -> torch.device:
-    """``auto``/``cpu``/``cuda[:N]`` as a torch device; a missing GPU is a usage error."""
-    import torch
-
-    from pvdetect.bundle import resolve_device
-
-    try:
-        dev = resolve_device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device {device}: {_first_line(exc)}") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present"
-            )
-    return dev
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def prepare_out_dir(out_dir: str | Path) -> Path:
     """Create the output folder up front so a long evaluation never ends in a write error."""
     out = Path(out_dir)
@@ -738,7 +713,9 @@ def evaluate_bundle(
     if baselines_json is not None and not Path(baselines_json).is_file():
         raise ConfigError(f"{baselines_json}: baselines metrics file not found")
     out = prepare_out_dir(out_dir) if out_dir is not None else None
-    dev = pick_device(device)
+    from pvdetect.bundle import resolve_device
+
+    dev = resolve_device(device)
     bundle = load_bundle(Path(bundle_path), device=dev)
     meta = bundle.meta
     cache, idx = load_split(

@@ -771,7 +771,7 @@ def predict_scenes(
     options = options or PredictOptions()
     out = Path(out_dir)
     scenes = expand_inputs(inputs)
-    device = _device(options.device, resolve_device)
+    device = resolve_device(options.device)
     bundle = load_bundle(Path(bundle_path), device=device)
     plans = [plan_scene(bundle, s, options) for s in scenes]
     _prepare_out_dir(out)
@@ -783,16 +783,6 @@ def predict_scenes(
         if results:
             write_summary(out / "summary.csv", results)
     return results
-
-
-def _device(name: str, resolve) -> torch.device:
-    import torch
-
-    if name not in ("auto", "cpu") and not name.startswith("cuda"):
-        raise ConfigError(f"--device {name}: expected auto, cpu or cuda")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-    return resolve(name)
 
 
 # --------------------------------------------------------------------------- command line

@@ -69,20 +69,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it already exists")
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available")
-    return dev
-
-
 def _fill_nearest(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Replace invalid pixels of ``[C, H, W]`` by their nearest valid pixel."""
     if valid.all() or not valid.any():
@@ -221,7 +207,9 @@ def upscale_dataset(
         raise OutputError(f"{out}: already exists and is not empty (use --overwrite)")
 
     records = find_chips(data)
-    dev = _device(device)
+    from pvdetect.bundle import resolve_device
+
+    dev = resolve_device(device)
     sr = None
     if method == "sr":
         from pvdetect.transforms import load_sr_model
