@@ -33,7 +33,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=Path("demo_out"))
     p.add_argument("--chips", type=int, default=160)
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=24)
     p.add_argument("--scene-size", type=int, default=1536)
     a = p.parse_args()
     out = a.out
@@ -71,6 +71,10 @@ def main() -> int:
             "none",
             "--epochs",
             str(a.epochs),
+            # the fixed-budget recipe: small crops (placed on PV half of the time), warm-up +
+            # cosine decay, validation every 4 epochs
+            *("--crop-size", "128", "--crop-pv", "0.5", "--batch-size", "8"),
+            *("--lr", "2e-3", "--schedule", "cosine", "--val-every", "4"),
             "--seed",
             "0",
         ],

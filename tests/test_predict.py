@@ -26,6 +26,7 @@ from pvdetect.predict import (
     PROB_NODATA,
     PredictOptions,
     blend_window,
+    default_batch_size,
     plan_scene,
     predict_scene,
     tile_starts,
@@ -370,3 +371,9 @@ def test_quicklook_matches_a_decimated_read(tmp_path: Path) -> None:
     assert not ok.all() and ok.any()
     assert np.allclose(ql.rgb[:, ok], ref[:, ok], rtol=1e-3)
     assert np.array_equal(~ok, (ref == -9999.0).all(axis=0))
+
+
+def test_default_batch_size_follows_the_device() -> None:
+    assert default_batch_size("cpu") == 4  # fastest per tile on CPUs, and the least memory
+    assert default_batch_size(torch.device("cuda", 0)) == 16
+    assert PredictOptions().batch_size is None

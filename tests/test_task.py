@@ -14,7 +14,7 @@ from pvdetect.data.module import PVDataModule
 from pvdetect.data.packed import build_cache
 from pvdetect.data.synthetic import generate_dataset
 from pvdetect.errors import ConfigError
-from pvdetect.task import SegmentationTask
+from pvdetect.task import SegmentationTask, cosine_factor
 
 STATS = {"mean": [1000.0, 900.0, 700.0, 2500.0], "std": [400.0, 300.0, 250.0, 1000.0]}
 
@@ -94,7 +94,23 @@ def test_optimizer_and_scheduler() -> None:
     assert isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert sched.factor == 0.5 and sched.patience == 5
     assert conf["lr_scheduler"]["monitor"] == "val_loss"
-    assert isinstance(_task().configure_optimizers()["optimizer"], torch.optim.AdamW)
+    opt = _task().configure_optimizers()["optimizer"]
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"]  # fused kernel on CPU
+
+
+def test_cosine_factor_warms_up_then_decays_to_the_floor() -> None:
+    f = [cosine_factor(i, total=100, warmup=0.1, floor=0.01) for i in range(120)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(f[:9], f[1:10], strict=True))  # linear rise
+    assert all(a >= b for a, b in zip(f[10:100], f[11:101], strict=True))  # then falls
+    assert f[55] == pytest.approx(0.01 + 0.99 * 0.5)  # half-way down at mid-decay
+    assert f[100] == pytest.approx(0.01) and f[119] == pytest.approx(0.01)  # stays at the floor
+    assert cosine_factor(0, total=10, warmup=0.0) == pytest.approx(1.0)
+
+
+def test_plateau_scheduler_steps_with_validation_rounds() -> None:
+    conf = _task(val_every=3).configure_optimizers()
+    assert conf["lr_scheduler"]["frequency"] == 3
 
 
 def test_validation_logs_upscaled_and_native_metrics(tmp_path: Path) -> None:

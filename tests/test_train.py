@@ -131,6 +131,34 @@ def test_resume_gives_the_same_result_and_extends(full_run: Path, dataset: Path)
     assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 2
 
 
+def test_killed_run_resumes_from_its_last_epoch(tmp_path: Path, dataset: Path) -> None:
+    import signal
+    import time
+
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "pvdetect", "train", str(dataset), "--out", str(run),
+           "--epochs", "40", "--val-every", "3", *FAST]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        csv_path = run / "metrics.csv"
+        # epoch 1 does not validate; once the row of epoch 2 is written, its checkpoint is on disk
+        while proc.poll() is None and not (csv_path.is_file() and len(_rows(csv_path)) >= 3):
+            assert time.monotonic() < deadline, "training did not get through three epochs"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = len(_rows(run / "metrics.csv"))
+    assert 3 <= done < 40
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
+    assert saved >= 1  # written after epochs that did not validate too
+    resume = ["train", "--out", str(run), "--resume", "--epochs", str(saved + 2), "--no-progress"]
+    assert cli.main(resume) == 0
+    rows = _rows(run / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == list(range(saved + 2))
+
+
 def test_resume_without_checkpoint_is_an_error(tmp_path: Path, dataset: Path, capsys) -> None:
     code = cli.main(["train", str(dataset), "--out", str(tmp_path / "r"), "--resume", *FAST])
     assert code == 2
@@ -211,3 +239,23 @@ def test_max_minutes_sets_a_time_limit(tmp_path: Path) -> None:
     assert len(timers) == 1 and timers[0]._duration == pytest.approx(90.0)
     with pytest.raises(ConfigError, match="max_minutes"):
         config_from_dict({"data": {"root": str(tmp_path)}, "max_minutes": 0})
+
+
+def test_cosine_schedule_and_sparse_validation(tmp_path: Path, dataset: Path) -> None:
+    run = tmp_path / "cos"
+    args = ["--epochs", "5", "--schedule", "cosine", "--warmup", "0.2", "--lr", "0.004"]
+    code = cli.main(["train", str(dataset), "--out", str(run), *args, "--val-every", "2", *FAST])
+    assert code == 0
+    rows = _rows(run / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4]
+    # validated after epochs 2 and 4 (every 2nd) and 5 (the last); the others are blank
+    assert [bool(r["val_loss"]) for r in rows] == [False, True, False, True, True]
+    lrs = [float(r["lr"]) for r in rows]  # 2 steps per epoch, 10 steps: warm-up of 2
+    assert lrs[0] == pytest.approx(0.004, rel=1e-6)  # end of epoch 1: peak, decay starts
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert lrs[-1] < 0.004 * 0.05
+    cfg = load_config(run / "config.yaml")
+    assert cfg.optim.schedule == "cosine" and cfg.val_every == 2
+    assert load_bundle(run / "bundle").meta.val_metrics["loss"] is not None
+    # every epoch still leaves a resumable checkpoint
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 4

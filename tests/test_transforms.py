@@ -131,6 +131,33 @@ def test_random_crop_shapes_and_consistency():
         random_crop(x, mask, valid, 11)
 
 
+def test_random_crop_on_pv_keeps_small_plants_in_view():
+    b, h, size = 800, 64, 16
+    x = torch.zeros(b, 1, h, h)
+    mask = torch.zeros(b, h, h, dtype=torch.uint8)
+    valid = torch.ones(b, h, h, dtype=torch.bool)
+    mask[: b // 2, 50:53, 5:8] = 1  # a 3 x 3 plant in the first half of the batch
+    mask[: b // 2, 0, :] = 255  # nodata labels are not PV
+    valid[b // 4 : b // 2, 50:53, 5:8] = False  # ... nor are invalid pixels
+    x[:, 0] = mask.float()
+    gen = torch.Generator().manual_seed(0)
+    _, mo, _ = random_crop(x, mask, valid, size, generator=gen, pv_prob=1.0)
+    hit = (mo == 1).flatten(1).any(1)
+    assert hit[: b // 4].all()  # every crop of a chip with (valid) PV holds PV
+    assert hit[b // 4 : b // 2].float().mean() < 0.3  # invalid PV pixels: uniform crops
+    assert not hit[b // 2 :].any()
+    # with 0.5, about half of them; uniform offsets reach it 14/49 x 8/49 = 4.7 % of the time
+    _, mo, _ = random_crop(x, mask, valid, size, generator=gen, pv_prob=0.5)
+    share = (mo[: b // 4] == 1).flatten(1).any(1).float().mean().item()
+    assert 0.4 < share < 0.65  # expected 0.5 + 0.5 x 0.047
+    _, mo, _ = random_crop(x, mask, valid, size, generator=gen)
+    assert (mo[: b // 4] == 1).flatten(1).any(1).float().mean().item() < 0.3
+    # the plant appears at varied positions inside the crops
+    _, mo, _ = random_crop(x, mask, valid, size, generator=gen, pv_prob=1.0)
+    first = (mo[: b // 4] == 1).flatten(1).float().argmax(1)
+    assert len(set(first.tolist())) > 20
+
+
 def test_upscale_bicubic_constant_and_invalid():
     x = torch.full((2, 4, 8, 8), 0.7)
     valid = torch.ones(2, 8, 8, dtype=torch.bool)

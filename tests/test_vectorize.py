@@ -18,6 +18,7 @@ from pvdetect.data.raster import write_raster
 from pvdetect.vectorize import (
     Plant,
     equal_area_crs,
+    polygon_prob_stats,
     polygonize_mask,
     vectorize_mask,
     write_plants,
@@ -143,6 +144,37 @@ def test_min_area_filter_and_prob_stats(tmp_path: Path) -> None:
     assert none == []
     nostats = vectorize_mask(mp, None, min_area_m2=0)
     assert np.isnan(nostats[0].mean_prob)
+
+
+def test_prob_stats_match_a_per_polygon_computation(tmp_path: Path) -> None:
+    import rasterio.features
+
+    rng = np.random.default_rng(3)
+    p = rng.random((90, 70)).astype(np.float32)
+    p[40:45, :] = -9999  # nodata rows, inside some polygons
+    p[0:3, 0:3] = -9999  # a polygon with nothing valid
+    polys = [
+        box(2, 2, 20, 30),  # crosses the strip border at row 16
+        box(30, 10, 60, 80).difference(box(40, 20, 50, 30)),  # a holed plant
+        box(42, 22, 47, 27),  # nested: inside the first one's (filled) outer ring
+        box(0, 0, 3, 3),
+        box(10.3, 60.2, 25.7, 85.9),  # fractional bounds: pixel centres decide
+    ]
+    polys.append(box(30, 10, 60, 80))  # overlaps the holed one (filled version): nested too
+    path = _prob(tmp_path, p)
+    means, maxes = polygon_prob_stats(path, polys, strip_rows=16)
+    for i, poly in enumerate(polys):
+        inside = rasterio.features.geometry_mask(
+            [poly], out_shape=p.shape, transform=Affine.identity(), invert=True
+        )
+        vals = p[inside & (p != -9999)].astype(np.float64)
+        if vals.size == 0:
+            assert np.isnan(means[i]) and np.isnan(maxes[i])
+        else:
+            assert means[i] == pytest.approx(vals.mean(), rel=1e-9)
+            assert maxes[i] == pytest.approx(vals.max(), rel=1e-7)
+    empty = polygon_prob_stats(path, [])
+    assert empty[0].shape == (0,)
 
 
 def test_write_plants_gpkg_and_geojson(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ UPSCALE_FACTORS = (1, 2, 4)
 UPSCALE_METHODS = ("bicubic", "sr")
 THRESHOLD_METRICS = ("f1", "iou")
 MONITORS = ("val_loss", "val_iou")
+SCHEDULES = ("plateau", "cosine")
 
 
 @dataclass
@@ -65,6 +66,8 @@ class DataConfig:
             ``1 + oversample_pv`` times as often as a chip without PV (0: plain shuffling).
         crop_size: Side of the random training crops at model resolution (after upscaling);
             default: the whole (upscaled) chip.
+        crop_pv: Probability that a training crop of a chip holding PV is placed around one
+            of its PV pixels (else anywhere); with small crops this keeps plants in view.
         augment: Random flips and 90-degree rotations (D4) of training batches.
     """
 
@@ -80,6 +83,7 @@ class DataConfig:
     drop_empty: float = 0.0
     oversample_pv: float = 0.0
     crop_size: int | None = None
+    crop_pv: float = 0.0
     augment: bool = True
 
 
@@ -109,11 +113,17 @@ class LossSection:
 
 @dataclass
 class OptimConfig:
-    """Optimiser and learning-rate schedule (ReduceLROnPlateau on the validation loss).
+    """Optimiser and learning-rate schedule.
 
     Attributes:
         optimizer: ``adam`` or ``adamw``.
-        lr: Initial learning rate.
+        lr: Initial learning rate (``plateau``) or peak learning rate (``cosine``).
+        schedule: ``plateau``: ReduceLROnPlateau on the validation loss, stepped after each
+            validation; ``cosine``: linear warm-up over ``warmup`` of the optimiser steps, then
+            a cosine decay to ``min_lr`` at the last step of ``epochs`` (the schedule for a fixed
+            budget: it needs no validation and reaches a low rate by the end; ``--resume`` with
+            a larger ``epochs`` continues on the curve stretched to the new end).
+        warmup: Fraction of the optimiser steps spent warming up (``cosine``).
         weight_decay: Weight decay (decoupled for AdamW, L2 for Adam).
         plateau_factor: Factor applied to the learning rate on a plateau.
         plateau_patience: Epochs without validation-loss improvement before reducing.
@@ -123,6 +133,8 @@ class OptimConfig:
 
     optimizer: str = "adamw"
     lr: float = 1e-3
+    schedule: str = "plateau"
+    warmup: float = 0.05
     weight_decay: float = 1e-4
     plateau_factor: float = 0.5
     plateau_patience: int = 5
@@ -165,6 +177,8 @@ class TrainConfig:
         tensorboard: Write TensorBoard logs to ``out/logs``.
         max_minutes: Stop training after this many minutes (the best checkpoint so far is
             used for the bundle); None for no time limit.
+        val_every: Validate every N epochs (and at the last epoch); early-stopping patience
+            and the plateau schedule then count validation rounds.
         max_train_batches: Limit of training batches per epoch (debugging).
         max_val_batches: Limit of validation batches per epoch (debugging).
         threshold_metric: Score maximised by the calibrated threshold (``f1`` or ``iou``).
@@ -193,6 +207,7 @@ class TrainConfig:
     resume: bool = False
     tensorboard: bool = False
     max_minutes: float | None = None
+    val_every: int = 1
     max_train_batches: int | None = None
     max_val_batches: int | None = None
     threshold_metric: str = "f1"
@@ -418,6 +433,7 @@ def validate(cfg: TrainConfig) -> None:
         ("accumulate", cfg.accumulate),
         ("num_nodes", cfg.num_nodes),
         ("patience", cfg.patience),
+        ("val_every", cfg.val_every),
     ):
         if value < 1:
             raise _bad(key, value, "must be >= 1")
@@ -434,6 +450,8 @@ def validate(cfg: TrainConfig) -> None:
         raise _bad("data.num_workers", d.num_workers, "must be >= 0")
     if not 0.0 <= d.drop_empty <= 1.0:
         raise _bad("data.drop_empty", d.drop_empty, "must be a probability in [0, 1]")
+    if not 0.0 <= d.crop_pv <= 1.0:
+        raise _bad("data.crop_pv", d.crop_pv, "must be a probability in [0, 1]")
     if d.oversample_pv < 0:
         raise _bad("data.oversample_pv", d.oversample_pv, "must be >= 0")
     for key, value in (
@@ -462,6 +480,11 @@ def validate(cfg: TrainConfig) -> None:
         raise _bad("optim.optimizer", o.optimizer, f"must be one of {', '.join(OPTIMIZERS)}")
     if o.lr <= 0:
         raise _bad("optim.lr", o.lr, "must be > 0")
+    o.schedule = o.schedule.lower()
+    if o.schedule not in SCHEDULES:
+        raise _bad("optim.schedule", o.schedule, f"must be one of {', '.join(SCHEDULES)}")
+    if not 0.0 <= o.warmup < 1.0:
+        raise _bad("optim.warmup", o.warmup, "must be in [0, 1)")
     if o.weight_decay < 0:
         raise _bad("optim.weight_decay", o.weight_decay, "must be >= 0")
     if not 0.0 < o.plateau_factor < 1.0:

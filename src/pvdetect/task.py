@@ -19,7 +19,9 @@ run repeats exactly what an uninterrupted run would have done.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, is_dataclass
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -40,7 +42,7 @@ from pvdetect.transforms import (
     upscale_mask,
 )
 
-__all__ = ["SegmentationTask", "HIST_BINS"]
+__all__ = ["HIST_BINS", "SegmentationTask", "cosine_factor"]
 
 #: bins of the probability histograms (threshold resolution 0.001)
 HIST_BINS = 1000
@@ -204,7 +206,9 @@ class SegmentationTask(L.LightningModule):
         x, mask, valid = batch["image"], batch["mask"], batch["valid"].bool()
         raw_crop = self.crop_size // self.factor
         if raw_crop < x.shape[-2] or raw_crop < x.shape[-1]:
-            x, mask, valid = random_crop(x, mask, valid, raw_crop, generator=generator)
+            x, mask, valid = random_crop(
+                x, mask, valid, raw_crop, generator=generator, pv_prob=self.cfg.data.crop_pv
+            )
         if self.cfg.data.augment:
             x, mask, valid = d4_augment(x, mask, valid, generator=generator)
         x = normalize(x, valid, self.band_mean, self.band_std)
@@ -290,20 +294,46 @@ class SegmentationTask(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """Adam/AdamW with ReduceLROnPlateau on ``val_loss``."""
+        """Adam/AdamW with ReduceLROnPlateau on ``val_loss`` or warm-up + cosine decay."""
         o = self.cfg.optim
         cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
-        opt = cls(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        # one fused kernel per step where torch has it (CPU, CUDA): 3x faster than foreach
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        opt = cls(params, lr=o.lr, weight_decay=o.weight_decay, fused=fused or None)
+        if o.schedule == "cosine":
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            lam = partial(cosine_factor, total=total, warmup=o.warmup, floor=o.min_lr / o.lr)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lam)
+            return {
+                "optimizer": opt,
+                "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1},
+            }
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", factor=o.plateau_factor, patience=o.plateau_patience, min_lr=o.min_lr
         )
         return {
             "optimizer": opt,
             "lr_scheduler": {
-                "scheduler": sched,
+                "scheduler": plateau,
                 "monitor": "val_loss",
                 "interval": "epoch",
-                "frequency": 1,
+                # stepped after the epochs that validate (every ``val_every``)
+                "frequency": int(self.cfg.val_every),
                 "strict": True,
             },
         }
+
+
+def cosine_factor(step: int, total: int, warmup: float, floor: float = 0.0) -> float:
+    """Learning-rate multiplier at optimiser ``step`` of ``total``: linear warm-up, cosine decay.
+
+    Rises linearly from ``1 / warm`` to 1 over the first ``warm = round(warmup * total)``
+    steps, then falls along half a cosine to ``floor`` at step ``total`` (and stays there).
+    """
+    warm = round(warmup * total)
+    if step < warm:
+        return (step + 1) / warm
+    span = max(1, total - warm)
+    t = min(1.0, (step - warm) / span)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))

@@ -32,6 +32,7 @@ from pvdetect.config import (
     MONITORS,
     OPTIMIZERS,
     PRECISIONS,
+    SCHEDULES,
     THRESHOLD_METRICS,
     UPSCALE_FACTORS,
     UPSCALE_METHODS,
@@ -90,6 +91,10 @@ _OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--accumulate", "accumulate",
      {"type": int, "metavar": "N", "help": "gradient accumulation over N batches"}),
     ("--lr", "optim.lr", {"type": float, "help": "learning rate (default 1e-3)"}),
+    ("--schedule", "optim.schedule",
+     {"choices": SCHEDULES, "help": "plateau (default) or cosine (warm-up + cosine decay)"}),
+    ("--warmup", "optim.warmup",
+     {"type": float, "metavar": "FRAC", "help": "warm-up share of the steps (cosine, 0.05)"}),
     ("--weight-decay", "optim.weight_decay", {"type": float, "help": "default 1e-4"}),
     ("--optimizer", "optim.optimizer", {"choices": OPTIMIZERS, "help": "default adamw"}),
     ("--gradient-clip", "optim.gradient_clip", {"type": float, "help": "clip the gradient norm"}),
@@ -107,6 +112,8 @@ _OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--sr-weights", "upscale.sr_weights", {"metavar": "PATH", "help": "super-resolution model"}),
     ("--crop-size", "data.crop_size",
      {"type": int, "metavar": "PX", "help": "training crop at model resolution (default chip)"}),
+    ("--crop-pv", "data.crop_pv",
+     {"type": float, "metavar": "P", "help": "share of crops placed on PV (default 0)"}),
     ("--no-augment", "data.augment",
      {"action": "store_const", "const": False, "help": "no random flips/rotations"}),
     ("--drop-empty", "data.drop_empty",
@@ -126,6 +133,8 @@ _OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
      {"action": "store_const", "const": True, "help": "TensorBoard logs in RUN/logs"}),
     ("--max-minutes", "max_minutes",
      {"type": float, "metavar": "MIN", "help": "stop training after MIN minutes"}),
+    ("--val-every", "val_every",
+     {"type": int, "metavar": "N", "help": "validate every N epochs (default 1)"}),
     ("--max-train-batches", "max_train_batches",
      {"type": int, "metavar": "N", "help": "limit batches per epoch (debugging)"}),
     ("--max-val-batches", "max_val_batches",
@@ -309,7 +318,10 @@ def plot_curves(csv_path: Path, png_path: Path) -> Path:
     ):
         series.append((ax_iou, "val_iou_native", "val (native resolution)", "--"))
     for ax, col, label, style in series:
-        ax.plot(epochs, [_num(r.get(col)) for r in rows], style, marker="o", ms=3, label=label)
+        # epochs without validation (val_every > 1) have blank cells: join the others
+        vals = [_num(r.get(col)) for r in rows]
+        pts = [(e, v) for e, v in zip(epochs, vals, strict=True) if not math.isnan(v)]
+        ax.plot([e for e, _ in pts], [v for _, v in pts], style, marker="o", ms=3, label=label)
     ax_loss.set_title("loss")
     ax_iou.set_title("PV IoU (threshold 0.5)")
     for ax in (ax_loss, ax_iou):
@@ -338,6 +350,11 @@ def _metrics_callback_class() -> type:
         def __init__(self, csv_path: Path, png_path: Path | None = None) -> None:
             self.csv_path = Path(csv_path)
             self.png_path = png_path
+            self._validated: int | None = None  # epoch of the last validation
+
+        def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            if not trainer.sanity_checking:
+                self._validated = trainer.current_epoch
 
         @property
         def state_key(self) -> str:
@@ -360,6 +377,8 @@ def _metrics_callback_class() -> type:
                 if col == "lr":
                     opt = trainer.optimizers[0] if trainer.optimizers else None
                     row[col] = opt.param_groups[0]["lr"] if opt is not None else ""
+                elif col.startswith("val_") and self._validated != trainer.current_epoch:
+                    row[col] = ""  # not validated this epoch (val_every > 1)
                 elif col in m:
                     row[col] = float(m[col])
                 else:
@@ -373,6 +392,23 @@ def _metrics_callback_class() -> type:
                     warnings.warn(f"{self.png_path}: cannot draw curves ({exc})", stacklevel=1)
 
     return MetricsCSV
+
+
+def _last_epoch_validation_class() -> type:
+    from lightning.pytorch.callbacks import Callback
+
+    class ValidateLastEpoch(Callback):
+        """With ``val_every`` > 1, also validate the last epoch of ``max_epochs``."""
+
+        def __init__(self, every: int) -> None:
+            self.every = int(every)
+
+        def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            end = trainer.max_epochs
+            last = end is not None and trainer.current_epoch + 1 >= end
+            trainer.check_val_every_n_epoch = 1 if last else self.every
+
+    return ValidateLastEpoch
 
 
 def build_trainer(cfg: TrainConfig, run_dir: Path, precision: str | None = None) -> L.Trainer:
@@ -391,7 +427,17 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, precision: str | None = None)
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    last = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True)
+    # written at the end of every epoch (whether it validated or not), for --resume after an
+    # interruption; save_last=True alone would only write it when training ends
+    last = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
     metrics = _metrics_callback_class()(run_dir / "metrics.csv", run_dir / "curves.png")
     callbacks: list[Any] = [
         best,
@@ -401,6 +447,8 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, precision: str | None = None)
             monitor="val_loss", mode="min", patience=cfg.patience, min_delta=cfg.min_delta
         ),
     ]
+    if cfg.val_every > 1:
+        callbacks.append(_last_epoch_validation_class()(cfg.val_every))
     logger: Any = False
     if cfg.tensorboard:
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -420,6 +468,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, precision: str | None = None)
         gradient_clip_val=cfg.optim.gradient_clip,
         limit_train_batches=cfg.max_train_batches if cfg.max_train_batches else 1.0,
         limit_val_batches=cfg.max_val_batches if cfg.max_val_batches else 1.0,
+        check_val_every_n_epoch=cfg.val_every,
         callbacks=callbacks,
         logger=logger,
         enable_progress_bar=cfg.progress,

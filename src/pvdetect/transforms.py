@@ -154,8 +154,13 @@ def random_crop(
     valid: Tensor,
     size: int,
     generator: torch.Generator | None = None,
+    pv_prob: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """A ``size`` x ``size`` crop at a random offset per sample, the same for image/mask/valid.
+
+    With ``pv_prob`` > 0, each sample that holds PV gets, with that probability, a crop placed
+    around one of its PV pixels (drawn uniformly among them, at a uniform position inside the
+    crop); the others get a uniform offset. All on the device, no host synchronisation.
 
     Raises:
         ConfigError: the crop is larger than the images.
@@ -167,6 +172,8 @@ def random_crop(
         return x, mask, valid
     oy = _randint(h - size + 1, bsz, generator, x.device)
     ox = _randint(w - size + 1, bsz, generator, x.device)
+    if pv_prob > 0:
+        oy, ox = _pv_offsets(mask, valid, size, oy, ox, pv_prob, generator)
     ar = torch.arange(size, device=x.device)
     rows = (oy.view(-1, 1) + ar).view(bsz, size, 1)
     cols = (ox.view(-1, 1) + ar).view(bsz, 1, size)
@@ -174,6 +181,32 @@ def random_crop(
     out, m, v = _gather_all(x, mask, valid, idx, (size, size))
     assert m is not None and v is not None
     return out, m, v
+
+
+def _pv_offsets(
+    mask: Tensor,
+    valid: Tensor,
+    size: int,
+    oy: Tensor,
+    ox: Tensor,
+    pv_prob: float,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor]:
+    """Crop offsets around a random PV pixel, for a ``pv_prob`` share of the samples with PV."""
+    bsz, h, w = mask.shape
+    gen_device = generator.device if generator is not None else mask.device
+    u = torch.rand(4, bsz, generator=generator, device=gen_device).to(mask.device)
+    pv = ((mask == 1) & valid).reshape(bsz, -1)
+    cum = pv.to(torch.int32).cumsum(1)
+    count = cum[:, -1]
+    # the k-th PV pixel (0-based) is the first position where the running count exceeds k
+    k = (u[0] * count).floor().to(torch.int32).clamp(max=(count - 1).clamp(min=0))
+    pix = torch.searchsorted(cum, k.unsqueeze(1), right=True).squeeze(1).clamp(max=h * w - 1)
+    py, px = pix // w, pix % w
+    cy = (py - (u[1] * size).floor().long()).clamp(0, h - size)
+    cx = (px - (u[2] * size).floor().long()).clamp(0, w - size)
+    use = (u[3] < pv_prob) & (count > 0)
+    return torch.where(use, cy, oy), torch.where(use, cx, ox)
 
 
 # ---------------------------------------------------------------------------------------------

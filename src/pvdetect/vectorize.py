@@ -201,32 +201,80 @@ def fill_holes(
 
 
 def polygon_prob_stats(
-    prob_path: str | os.PathLike, polys_px: Sequence[Polygon]
+    prob_path: str | os.PathLike, polys_px: Sequence[Polygon], strip_rows: int = 1024
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and max probability inside each pixel-coordinate polygon (NaN if no valid pixel)."""
-    means = np.full(len(polys_px), np.nan)
-    maxes = np.full(len(polys_px), np.nan)
+    """Mean and max probability inside each pixel-coordinate polygon (NaN if no valid pixel).
+
+    A pixel is inside when its centre is. The raster is read once, in strips of
+    ``strip_rows``; in each strip all polygons are burnt in at once with their numbers and the
+    sums and maxima gathered per number. Polygons whose interiors overlap another polygon's (a
+    plant inside another's filled hole) cannot share one burnt-in raster and are measured one
+    by one instead.
+    """
+    n = len(polys_px)
+    means = np.full(n, np.nan)
+    maxes = np.full(n, np.nan)
+    if n == 0:
+        return means, maxes
     path = Path(prob_path)
+    geoms = np.asarray(polys_px, dtype=object)
+    tree = shapely.STRtree(geoms)
+    a, b = tree.query(geoms, predicate="intersects")
+    pairs = a != b
+    a, b = a[pairs], b[pairs]
+    nested = np.zeros(n, dtype=bool)
+    if a.size:
+        inter = shapely.area(shapely.intersection(geoms[a], geoms[b]))
+        nested[a[inter > 0]] = True
+    bounds = shapely.bounds(geoms)  # minx, miny, maxx, maxy in pixels
+    sums = np.zeros(n + 1)
+    counts = np.zeros(n + 1)
+    peak = np.full(n + 1, -np.inf)
     with open_raster(path) as ds:
         nodata = ds.nodata if ds.nodata is not None else DEFAULT_NODATA
-        for i, p in enumerate(polys_px):
-            minx, miny, maxx, maxy = p.bounds
-            c0, r0 = max(0, math.floor(minx)), max(0, math.floor(miny))
-            c1, r1 = min(ds.width, math.ceil(maxx)), min(ds.height, math.ceil(maxy))
-            if c1 <= c0 or r1 <= r0:
-                continue
+        height, width = ds.height, ds.width
+
+        def read(c0: int, r0: int, c1: int, r1: int) -> np.ndarray:
             try:
-                prob = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+                return ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
             except Exception as exc:  # noqa: BLE001 - GDAL raises many types
                 raise DataError(f"{path}: cannot read probability pixels ({exc})") from None
-            inside = rasterio.features.geometry_mask(
-                [p], out_shape=prob.shape, transform=Affine.translation(c0, r0), invert=True
+
+        flat = np.flatnonzero(~nested)
+        for r0 in range(0, height, strip_rows):
+            r1 = min(height, r0 + strip_rows)
+            here = flat[(bounds[flat, 1] < r1) & (bounds[flat, 3] > r0)]
+            if here.size == 0:
+                continue
+            prob = read(0, r0, width, r1)
+            ids = rasterio.features.rasterize(
+                ((geoms[i], int(i) + 1) for i in here),
+                out_shape=prob.shape,
+                transform=Affine.translation(0, r0),
+                fill=0,
+                dtype="int32",
             )
-            sel = inside & (prob != nodata) & np.isfinite(prob)
-            if sel.any():
-                vals = prob[sel]
-                means[i] = float(vals.mean())
-                maxes[i] = float(vals.max())
+            sel = (ids > 0) & (prob != nodata) & np.isfinite(prob)
+            k, v = ids[sel], prob[sel].astype(np.float64)
+            sums += np.bincount(k, weights=v, minlength=n + 1)
+            counts += np.bincount(k, minlength=n + 1)
+            np.maximum.at(peak, k, v)
+        for i in np.flatnonzero(nested):
+            minx, miny, maxx, maxy = bounds[i]
+            c0, r0 = max(0, math.floor(minx)), max(0, math.floor(miny))
+            c1, r1 = min(width, math.ceil(maxx)), min(height, math.ceil(maxy))
+            if c1 <= c0 or r1 <= r0:
+                continue
+            prob = read(c0, r0, c1, r1)
+            inside = rasterio.features.geometry_mask(
+                [geoms[i]], out_shape=prob.shape, transform=Affine.translation(c0, r0), invert=True
+            )
+            vals = prob[inside & (prob != nodata) & np.isfinite(prob)].astype(np.float64)
+            if vals.size:
+                sums[i + 1], counts[i + 1], peak[i + 1] = vals.sum(), vals.size, vals.max()
+    ok = counts[1:] > 0
+    means[ok] = sums[1:][ok] / counts[1:][ok]
+    maxes[ok] = peak[1:][ok]
     return means, maxes
 
 
