@@ -37,7 +37,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -662,30 +662,22 @@ def predict_scene(
                 return time.perf_counter() - t0
 
             # the COG copies (GDAL, off the GIL) run beside polygons and overlay, which read
-            # the temporary rasters
+            # the temporary rasters; on an error, leaving the block waits for the copies
             with ThreadPoolExecutor(1, thread_name_prefix="pv-cog") as pool:
                 cog_job = pool.submit(cogs)
-                try:
-                    plants = vectorize_mask(
-                        mask_work,
-                        prob_work,
-                        min_area_m2=options.min_area_m2,
-                        max_hole_m2=options.max_hole_m2,
-                    )
-                    timings["vectorize"] = _lap()
-                    write_plants(tmp["plants"], plants, info.crs, driver="GPKG")
-                    if "geojson" in tmp:
-                        write_plants(
-                            tmp["geojson"], plants, info.crs, driver="GeoJSON", to_wgs84=True
-                        )
-                    if "overlay" in tmp:
-                        write_overlay(
-                            tmp["overlay"], plan, plants, options.overlay_max_side, quicklook
-                        )
-                    timings["write_vectors_overlay"] = _lap()
-                except BaseException:
-                    wait([cog_job])  # its files go with the temporaries; report our error
-                    raise
+                plants = vectorize_mask(
+                    mask_work,
+                    prob_work,
+                    min_area_m2=options.min_area_m2,
+                    max_hole_m2=options.max_hole_m2,
+                )
+                timings["vectorize"] = _lap()
+                write_plants(tmp["plants"], plants, info.crs, driver="GPKG")
+                if "geojson" in tmp:
+                    write_plants(tmp["geojson"], plants, info.crs, driver="GeoJSON", to_wgs84=True)
+                if "overlay" in tmp:
+                    write_overlay(tmp["overlay"], plan, plants, options.overlay_max_side, quicklook)
+                timings["write_vectors_overlay"] = _lap()
                 timings["cog"] = cog_job.result()
             timings["cog_wait"] = _lap()
             shutil.rmtree(work, ignore_errors=True)
