@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pyogrio
@@ -18,7 +17,7 @@ from torch import nn
 
 from pvdetect.bundle import Bundle, BundleMeta, UpscaleMeta, load_bundle, save_bundle
 from pvdetect.cli import main
-from pvdetect.data.raster import raster_info, write_raster
+from pvdetect.data.raster import write_raster
 from pvdetect.errors import ConfigError
 from pvdetect.models import build_model
 from pvdetect.predict import (
@@ -200,7 +199,11 @@ def test_nodata_stays_nodata(tmp_path: Path) -> None:
     assert set(np.unique(mask[~invalid])) <= {0, 1}
 
 
-@pytest.mark.parametrize("hw", [(20, 33), (41, 97), (64, 64), (130, 40)])
+def _halves(a: np.ndarray) -> np.ndarray:
+    return a.reshape(a.shape[0] // 2, 2, -1, 2).mean(axis=(1, 3))
+
+
+@pytest.mark.parametrize("hw", [(20, 33), (41, 97), (64, 64), (130, 40), (300, 520)])
 def test_outputs_on_exact_input_grid(
     tmp_path: Path, unet_bundle: Path, hw: tuple[int, int]
 ) -> None:
@@ -216,6 +219,13 @@ def test_outputs_on_exact_input_grid(
         assert info["crs"] == rasterio.crs.CRS.from_user_input(UTM)
         with rasterio.open(path) as ds:
             assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+            assert ds.overviews(1) == ([2, 4] if w > 256 else [])
+            if w > 256:  # overviews built while predicting: the 2x2 means of the pixels
+                half = ds.read(1, out_shape=(h // 2, w // 2))
+                if path == res.prob_path:
+                    np.testing.assert_allclose(half, _halves(arr), atol=1e-6)
+                else:
+                    np.testing.assert_array_equal(half, arr[1::2, 1::2])
     assert res.overlay_path.is_file()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         ["g_prob.tif", "g_mask.tif", "g_plants.gpkg", "g_overlay.png"]
@@ -258,7 +268,8 @@ def test_accumulator_covers_one_tile_row(tmp_path: Path) -> None:
     scene = _random_scene(tmp_path / "tall.tif", 400, 70)
     plan = plan_scene(_local_bundle(), scene, PredictOptions(tile=64, overlap=16))
     blender = _Blender(plan, torch.device("cpu"))
-    assert tuple(blender.acc.shape) == (64, 70)
+    assert tuple(blender.acc.shape) == (2, 64, 70)  # weighted sums and weights
+    assert tuple(blender._spare.shape) == (2, 64, 70)
 
 
 # ------------------------------------------------------------------ command line
@@ -341,36 +352,6 @@ def test_failed_scene_leaves_no_files(tmp_path: Path, unet_bundle: Path, capsys)
     )
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [r["scene"] for r in rows] == ["good.tif"]
-
-
-def test_quicklook_matches_a_decimated_read(tmp_path: Path) -> None:
-    """The overlay pixels collected while predicting equal a nearest decimated read."""
-    import rasterio
-    from rasterio.enums import Resampling
-
-    from pvdetect.predict import QuickLook, _StripReader
-
-    rng = np.random.default_rng(3)
-    img = rng.uniform(100, 3000, size=(4, 203, 150)).astype(np.float32)
-    img[:, :7, :9] = -9999.0
-    scene = tmp_path / "s.tif"
-    write_raster(scene, img, crs="EPSG:32633", transform=Affine(10, 0, 0, 0, -10, 0))
-    info = raster_info(scene)
-    plan = SimpleNamespace(
-        info=info, tile=64, padded_width=192, bands=[1, 2, 3, 4], rgb=[1, 2, 3], nodata=-9999.0
-    )
-    ql = QuickLook(plan, max_side=60)
-    with rasterio.open(scene) as ds:
-        reader = _StripReader(ds, plan)
-        for y0, n in ((0, 48), (48, 48), (96, 48), (144, 59)):
-            raw, valid = reader(y0)
-            ql.add(y0, n, raw, valid)
-        ref = ds.read([1, 2, 3], out_shape=ql.rgb.shape, resampling=Resampling.nearest)
-    assert ql.rgb.shape == (3, 60, 44)
-    ok = ql.valid
-    assert not ok.all() and ok.any()
-    assert np.allclose(ql.rgb[:, ok], ref[:, ok], rtol=1e-3)
-    assert np.array_equal(~ok, (ref == -9999.0).all(axis=0))
 
 
 def test_default_batch_size_follows_the_device() -> None:

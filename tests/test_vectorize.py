@@ -17,6 +17,7 @@ from shapely.geometry import box
 from pvdetect.data.raster import write_raster
 from pvdetect.vectorize import (
     Plant,
+    PlantBuilder,
     equal_area_crs,
     polygon_prob_stats,
     polygonize_mask,
@@ -175,6 +176,64 @@ def test_prob_stats_match_a_per_polygon_computation(tmp_path: Path) -> None:
             assert maxes[i] == pytest.approx(vals.max(), rel=1e-7)
     empty = polygon_prob_stats(path, [])
     assert empty[0].shape == (0,)
+
+
+def _blobs(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Random plants: rectangles, some holed, some touching, one nested in another's hole."""
+    m = np.zeros(shape, np.uint8)
+    for _ in range(25):
+        y, x = rng.integers(0, shape[0] - 12), rng.integers(0, shape[1] - 12)
+        h, w = rng.integers(2, 12, size=2)
+        m[y : y + h, x : x + w] = 1
+    m[40:70, 10:40] = 1
+    m[45:65, 15:35] = 0  # a 4 ha hole: kept
+    m[50:55, 20:25] = 1  # a plant inside it
+    m[:, -1] = 255  # nodata column
+    return m
+
+
+@pytest.mark.parametrize(
+    ("strips", "max_hole"),
+    [([7], 30000), ([16, 5, 30], 30000), ([1], 30000), ([9, 4], 50000)],
+)
+def test_plant_builder_strips_match_vectorize_mask(
+    tmp_path: Path, strips: list[int], max_hole: float
+) -> None:
+    """Rows given strip by strip, with probabilities, give the same plants as the whole mask.
+
+    With ``max_hole`` 50000 the 4 ha hole is filled and the plant inside it is nested.
+    """
+    rng = np.random.default_rng(5)
+    m = _blobs(rng, (97, 83))
+    p = rng.random(m.shape).astype(np.float32)
+    p[m == 255] = -9999
+    mp, pp = _mask(tmp_path, m), _prob(tmp_path, p)
+    ref = vectorize_mask(mp, pp, min_area_m2=500, max_hole_m2=max_hole)
+    assert len(ref) >= 8
+    b = PlantBuilder(UTM, T_UTM, 83, 97, min_area_m2=500, max_hole_m2=max_hole)
+    row, k = 0, 0
+    while row < 97:
+        n = min(strips[k % len(strips)], 97 - row)
+        b.add_rows(row, m[row : row + n], p[row : row + n], -9999)
+        row, k = row + n, k + 1
+    got = b.finish(pp)
+    assert [g.id for g in got] == [r.id for r in ref]
+    for g, r in zip(got, ref, strict=True):
+        assert g.geometry.equals(r.geometry)
+        assert g.area_m2 == pytest.approx(r.area_m2, rel=1e-9)
+        assert g.mean_prob == pytest.approx(r.mean_prob, rel=1e-9)
+        assert g.max_prob == pytest.approx(r.max_prob, rel=1e-9)
+
+
+def test_plant_builder_checks_row_order() -> None:
+    b = PlantBuilder(UTM, T_UTM, 10, 20)
+    b.add_rows(0, np.zeros((5, 10), np.uint8))
+    with pytest.raises(ValueError, match="expected row 5"):
+        b.add_rows(6, np.zeros((5, 10), np.uint8))
+    with pytest.raises(ValueError, match="width"):
+        b.add_rows(5, np.zeros((5, 9), np.uint8))
+    with pytest.raises(ValueError, match="never given"):
+        b.finish()
 
 
 def test_write_plants_gpkg_and_geojson(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,11 +44,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
-import rasterio.shutil
 from affine import Affine
-from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from pvdetect.cog import Pyramid, write_cog
 from pvdetect.data.raster import (
     RasterInfo,
     atomic_output,
@@ -58,11 +57,11 @@ from pvdetect.data.raster import (
     valid_pixels,
 )
 from pvdetect.errors import ConfigError, DataError, OutputError
+from pvdetect.overlay import QuickLook, write_overlay
 from pvdetect.vectorize import (
     DEFAULT_MAX_HOLE_M2,
     DEFAULT_MIN_AREA_M2,
-    Plant,
-    vectorize_mask,
+    PlantBuilder,
     write_plants,
 )
 
@@ -169,6 +168,12 @@ class ScenePlan:
     def n_tiles(self) -> int:
         """Number of tiles."""
         return len(self.xs) * len(self.ys)
+
+    def owned_rows(self, r: int) -> int:
+        """Input rows that tile row ``r`` finishes: up to the next tile row's start."""
+        if r + 1 < len(self.ys):
+            return self.ys[r + 1] - self.ys[r]
+        return min(self.tile, self.info.height - self.ys[r])
 
 
 # --------------------------------------------------------------------------- planning
@@ -292,18 +297,31 @@ def default_batch_size(device: torch.device | str) -> int:
 
 
 class _StripReader:
-    """Reads one tile row of the scene: raw ``[C, tile, padded_width]`` and valid mask."""
+    """Reads tile rows of the scene and cuts them into tiles, in the reader thread.
 
-    def __init__(self, ds: rasterio.DatasetReader, plan: ScenePlan) -> None:
+    Args:
+        ds: the open scene.
+        plan: its tiling.
+        quicklook: also takes the overlay's pixels from each strip read.
+        pin: put the tiles in page-locked memory (fast, asynchronous copies to a GPU).
+    """
+
+    def __init__(
+        self,
+        ds: rasterio.DatasetReader,
+        plan: ScenePlan,
+        quicklook: QuickLook | None = None,
+        pin: bool = False,
+    ) -> None:
         self.ds = ds
         self.plan = plan
+        self.quicklook = quicklook
+        self.pin = pin
 
-    def __call__(self, y0: int) -> tuple[np.ndarray, np.ndarray]:
+    def read_strip(self, y0: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw ``[C, rows, width]`` of the tile row at ``y0`` (0 where invalid) and valid mask."""
         p = self.plan
         rows = min(p.tile, p.info.height - y0)
-        c = len(p.bands)
-        raw = np.zeros((c, p.tile, p.padded_width), dtype=np.float32)
-        valid = np.zeros((p.tile, p.padded_width), dtype=bool)
         try:
             data = self.ds.read(
                 p.bands, window=Window(0, y0, p.info.width, rows), out_dtype="float32"
@@ -311,79 +329,77 @@ class _StripReader:
         except Exception as exc:  # noqa: BLE001 - GDAL raises many types for broken files
             raise DataError(f"{p.path}: cannot read pixels at row {y0} ({exc})") from None
         ok = valid_pixels(data, p.nodata)
-        data[:, ~ok] = 0.0
-        raw[:, :rows, : p.info.width] = data
-        valid[:rows, : p.info.width] = ok
-        return raw, valid
+        np.copyto(data, np.float32(0.0), where=~ok)
+        return data, ok
 
+    def __call__(self, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tiles of tile row ``r``: raw ``[N, C, tile, tile]`` and valid ``[N, tile, tile]``.
 
-class QuickLook:
-    """Decimated RGB of the scene, sampled from the strips read for prediction.
+        The tiles are cut here, beside the model, so the main thread only runs the model.
+        Parts of a tile beyond the scene (scenes smaller than a tile) are 0 and invalid.
+        """
+        import torch
 
-    The overlay then needs no second read of the scene (which would decompress every block
-    again). Nearest-neighbour sampling: overlay pixel ``i`` takes scene pixel
-    ``floor((i + 0.5) * f)``.
-    """
-
-    def __init__(self, plan: ScenePlan, max_side: int) -> None:
-        h, w = plan.info.height, plan.info.width
-        f = max(1.0, max(h, w) / max_side)
-        oh, ow = max(1, round(h / f)), max(1, round(w / f))
-        self.rows = np.minimum(((np.arange(oh) + 0.5) * h / oh).astype(np.int64), h - 1)
-        self.cols = np.minimum(((np.arange(ow) + 0.5) * w / ow).astype(np.int64), w - 1)
-        self.bands = [plan.bands.index(b) for b in plan.rgb]
-        self.rgb = np.zeros((3, oh, ow), dtype=np.float16)  # plenty for a quick-look
-        self.valid = np.zeros((oh, ow), dtype=bool)
-
-    def add(self, y0: int, n: int, raw: np.ndarray, valid: np.ndarray) -> None:
-        """Take the sampled rows among scene rows ``y0 .. y0 + n - 1`` of a strip."""
-        lo, hi = np.searchsorted(self.rows, [y0, y0 + n])
-        if hi <= lo:
-            return
-        src = self.rows[lo:hi] - y0
-        self.rgb[:, lo:hi] = raw[self.bands][:, src][:, :, self.cols]
-        self.valid[lo:hi] = valid[src][:, self.cols]
+        p = self.plan
+        data, ok = self.read_strip(p.ys[r])
+        if self.quicklook is not None:
+            self.quicklook.add(p.ys[r], p.owned_rows(r), data, ok)
+        n, c, t = len(p.xs), len(p.bands), p.tile
+        rows, width = ok.shape
+        new = torch.zeros if rows < t or p.xs[-1] + t > width else torch.empty
+        tiles = new((n, c, t, t), dtype=torch.float32, pin_memory=self.pin)
+        vtiles = new((n, t, t), dtype=torch.bool, pin_memory=self.pin)
+        tn, vn = tiles.numpy(), vtiles.numpy()
+        for j, x0 in enumerate(p.xs):
+            w = min(t, width - x0)
+            tn[j, :, :rows, :w] = data[:, :, x0 : x0 + w]
+            vn[j, :rows, :w] = ok[:, x0 : x0 + w]
+        return tiles, vtiles
 
 
 class _Blender:
-    """Weighted sum of tile probabilities over one tile row (output grid), on the device."""
+    """Weighted sum of tile probabilities over one tile row (output grid), on the device.
+
+    ``acc[0]`` holds the weighted probabilities and ``acc[1]`` the weights; finished rows are
+    shifted out into a second buffer of the same size, so nothing is allocated per tile row.
+    """
 
     def __init__(self, plan: ScenePlan, device: torch.device) -> None:
         import torch
 
         self.plan = plan
-        self.torch = torch
         s = plan.scale
         self.ts = plan.tile * s
         self.width = plan.padded_width * s
         self.window = torch.from_numpy(blend_window(self.ts)).to(device)
-        self.acc = torch.zeros(self.ts, self.width, device=device)
-        self.wsum = torch.zeros(self.ts, self.width, device=device)
+        self.acc = torch.zeros(2, self.ts, self.width, device=device)
+        self._spare = torch.zeros_like(self.acc)
 
     def add(self, x0: int, probs: torch.Tensor, valid: torch.Tensor) -> None:
         """Add one tile's probabilities ``[ts, ts]`` with valid ``[ts, ts]`` at input column x0."""
         c = x0 * self.plan.scale
         w = self.window * valid
-        self.acc[:, c : c + self.ts] += probs * w
-        self.wsum[:, c : c + self.ts] += w
+        self.acc[0, :, c : c + self.ts].addcmul_(probs, w)
+        self.acc[1, :, c : c + self.ts] += w
 
     def pop(self, n: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
         """Finish the top ``n`` output rows: (prob float32, mask uint8), cropped to the width."""
-        torch = self.torch
+        import torch
+
         ow = self.plan.out_width
-        acc, wsum = self.acc[:n, :ow], self.wsum[:n, :ow]
-        ok = wsum > 0
-        prob = torch.where(ok, acc / wsum.clamp_min(1e-12), torch.full_like(acc, PROB_NODATA))
-        mask = torch.where(
-            ok,
-            (prob >= threshold).to(torch.uint8),
-            torch.full_like(acc, MASK_NODATA, dtype=torch.uint8),
-        )
-        prob_np = prob.cpu().numpy()
-        mask_np = mask.cpu().numpy()
-        self.acc = torch.cat([self.acc[n:], torch.zeros_like(self.acc[:n])])
-        self.wsum = torch.cat([self.wsum[n:], torch.zeros_like(self.wsum[:n])])
+        acc, wsum = self.acc[0, :n, :ow], self.acc[1, :n, :ow]
+        empty = wsum <= 0
+        prob = (acc / wsum).masked_fill_(empty, PROB_NODATA)
+        mask = (prob >= threshold).to(torch.uint8).masked_fill_(empty, MASK_NODATA)
+        prob_np, mask_np = prob.cpu().numpy(), mask.cpu().numpy()
+        self._spare[:, : self.ts - n].copy_(self.acc[:, n:])
+        self._spare[:, self.ts - n :].zero_()
+        self.acc, self._spare = self._spare, self.acc
         return prob_np, mask_np
+
+
+#: takes finished output rows: (first row, probabilities, mask), in order from the top
+RowSink = Callable[[int, np.ndarray, np.ndarray], None]
 
 
 def run_tiles(
@@ -395,13 +411,15 @@ def run_tiles(
     batch_size: int,
     tta: bool = False,
     quicklook: QuickLook | None = None,
+    sinks: Sequence[RowSink] = (),
 ) -> None:
-    """Predict every tile of a scene and write the blended rows into the open datasets."""
-    import torch
+    """Predict every tile of a scene and write the blended rows into the open datasets.
 
+    The writer thread also hands the finished rows to each of ``sinks`` (polygons, overview
+    levels), so that they are built while the model works on the next tile row.
+    """
     device = bundle.device
     s = plan.scale
-    t = plan.tile
     blender = _Blender(plan, device)
     pending: list[Future] = []
 
@@ -409,38 +427,31 @@ def run_tiles(
         win = Window(0, row0, prob.shape[1], prob.shape[0])
         prob_dst.write(prob, 1, window=win)
         mask_dst.write(mask, 1, window=win)
+        for sink in sinks:
+            sink(row0, prob, mask)
 
     with (
         open_raster(plan.path) as src,
         ThreadPoolExecutor(1, thread_name_prefix="pv-read") as reader,
         ThreadPoolExecutor(1, thread_name_prefix="pv-write") as writer,
     ):
-        read = _StripReader(src, plan)
-        fut = reader.submit(read, plan.ys[0])
+        read = _StripReader(src, plan, quicklook, pin=device.type == "cuda")
+        fut = reader.submit(read, 0)
         for r, y0 in enumerate(plan.ys):
-            raw_np, valid_np = fut.result()
+            tiles, vtiles = fut.result()
             if r + 1 < len(plan.ys):
-                fut = reader.submit(read, plan.ys[r + 1])
-            raw = torch.from_numpy(raw_np)
-            valid = torch.from_numpy(valid_np)
-            if device.type == "cuda":
-                raw, valid = raw.pin_memory(), valid.pin_memory()
-            raw = raw.to(device, non_blocking=True)
-            valid = valid.to(device, non_blocking=True)
+                fut = reader.submit(read, r + 1)
+            tiles = tiles.to(device, non_blocking=True)
+            vtiles = vtiles.to(device, non_blocking=True)
             for b0 in range(0, len(plan.xs), batch_size):
                 cols = plan.xs[b0 : b0 + batch_size]
-                x = torch.stack([raw[:, :, c : c + t] for c in cols])
-                v = torch.stack([valid[:, c : c + t] for c in cols])
+                x, v = tiles[b0 : b0 + batch_size], vtiles[b0 : b0 + batch_size]
                 probs = bundle.predict_probs(x, v, tta=tta, native=(s == 1))
                 if s > 1:
                     v = v.repeat_interleave(s, dim=1).repeat_interleave(s, dim=2)
                 for j, c in enumerate(cols):
                     blender.add(c, probs[j].float(), v[j])
-            last = r + 1 == len(plan.ys)
-            n_in = (min(t, plan.info.height - y0)) if last else plan.ys[r + 1] - y0
-            if quicklook is not None:
-                quicklook.add(y0, n_in, raw_np, valid_np)
-            prob, mask = blender.pop(n_in * s, threshold)
+            prob, mask = blender.pop(plan.owned_rows(r) * s, threshold)
             pending.append(writer.submit(write_rows, y0 * s, prob, mask))
             while len(pending) > 2:
                 pending.pop(0).result()
@@ -460,85 +471,6 @@ def gdal_cache_bytes(plan: ScenePlan) -> int:
     strip_in = len(plan.bands) * 4 * (plan.tile + 256) * plan.info.width
     strip_out = 5 * (plan.tile + 256) * plan.scale**2 * plan.info.width
     return int(GDAL_CACHE_MIN_BYTES + strip_in + 2 * strip_out)
-
-
-def _cog_copy(src: Path, dst: Path, *, dtype: str, resampling: str) -> None:
-    """Copy a tiled GeoTIFF to a cloud-optimised GeoTIFF with overviews."""
-    opts = {
-        "compress": "DEFLATE",
-        "predictor": "3" if dtype.startswith("float") else "2",
-        "blocksize": 256,
-        "overview_resampling": resampling,
-        "num_threads": "ALL_CPUS",
-        "bigtiff": "IF_SAFER",
-    }
-    rasterio.shutil.copy(str(src), str(dst), driver="COG", **opts)
-
-
-def _stretch(band: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """2-98 percentile stretch over valid pixels to 0..255.
-
-    The percentiles come from at most about 250,000 evenly spaced valid pixels: a quick-look
-    does not need exact ones, and sorting millions of values dominated the overlay's cost.
-    """
-    values = band[valid]
-    if values.size == 0:
-        return np.zeros(band.shape, dtype=np.uint8)
-    step = max(1, values.size // 250_000)
-    lo, hi = np.percentile(values[::step], [2, 98])
-    if hi <= lo:
-        hi = lo + 1.0
-    out = np.clip((band - lo) / (hi - lo), 0.0, 1.0) * 255.0
-    return np.where(valid, out, 0).astype(np.uint8)
-
-
-def write_overlay(
-    path: Path,
-    plan: ScenePlan,
-    plants: Sequence[Plant],
-    max_side: int = 2048,
-    quicklook: QuickLook | None = None,
-) -> None:
-    """RGB quick-look of the scene with plant outlines (magenta).
-
-    The pixels come from ``quicklook`` (collected while predicting) or else from a
-    decimated read of the scene.
-    """
-    import rasterio.features
-    from PIL import Image
-
-    h, w = plan.info.height, plan.info.width
-    if quicklook is not None:
-        rgb, valid = quicklook.rgb, quicklook.valid  # float16: widened band by band below
-        oh, ow = valid.shape
-    else:
-        f = max(1.0, max(h, w) / max_side)
-        oh, ow = max(1, round(h / f)), max(1, round(w / f))
-        with open_raster(plan.path) as ds:
-            try:
-                rgb = ds.read(
-                    plan.rgb,
-                    out_shape=(3, oh, ow),
-                    resampling=Resampling.nearest,
-                    out_dtype="float32",
-                )
-            except Exception as exc:  # noqa: BLE001 - GDAL raises many types
-                msg = f"cannot read pixels for the overlay ({exc})"
-                raise DataError(f"{plan.path}: {msg}") from None
-        valid = valid_pixels(rgb, plan.nodata)
-    img = np.stack([_stretch(b.astype(np.float32), valid) for b in rgb], axis=-1)
-    if plants:
-        t = plan.info.transform @ Affine.scale(w / ow, h / oh)
-        lines = [p.geometry.boundary for p in plants]
-        edge = rasterio.features.rasterize(
-            ((g, 1) for g in lines),
-            out_shape=(oh, ow),
-            transform=t,
-            all_touched=True,
-            dtype="uint8",
-        ).astype(bool)
-        img[edge] = (255, 0, 255)
-    Image.fromarray(img, mode="RGB").save(path, format="PNG", compress_level=3)
 
 
 def output_paths(out_dir: Path, stem: str, options: PredictOptions) -> dict[str, Path]:
@@ -631,17 +563,33 @@ def predict_scene(
                 prof["num_threads"] = "ALL_CPUS"
                 if prof.get("compress") == "zstd":
                     prof["zstd_level"] = 1
+            builder = PlantBuilder(
+                info.crs,
+                plan.out_transform,
+                plan.out_width,
+                plan.out_height,
+                min_area_m2=options.min_area_m2,
+                max_hole_m2=options.max_hole_m2,
+            )
             quicklook = (
                 QuickLook(plan, options.overlay_max_side)
                 if options.overlay and set(plan.rgb) <= set(plan.bands)
                 else None
             )
+            prob_desc, mask_desc = "PV probability", f"PV mask (prob >= {threshold:g})"
             with (
                 _open_write(prob_work, prob_prof) as prob_dst,
                 _open_write(mask_work, mask_prof) as mask_dst,
+                Pyramid(work, "prob", prob_prof, "average") as prob_levels,
+                Pyramid(work, "mask", mask_prof, "nearest") as mask_levels,
             ):
-                prob_dst.set_band_description(1, "PV probability")
-                mask_dst.set_band_description(1, f"PV mask (prob >= {threshold:g})")
+                prob_dst.set_band_description(1, prob_desc)
+                mask_dst.set_band_description(1, mask_desc)
+                sinks: list[RowSink] = [
+                    lambda row0, prob, mask: prob_levels.add_rows(row0, prob),
+                    lambda row0, prob, mask: mask_levels.add_rows(row0, mask),
+                    lambda row0, prob, mask: builder.add_rows(row0, mask, prob, PROB_NODATA),
+                ]
                 run_tiles(
                     bundle,
                     plan,
@@ -651,26 +599,22 @@ def predict_scene(
                     options.batch_size or default_batch_size(bundle.device),
                     options.tta,
                     quicklook,
+                    sinks,
                 )
             timings["tiles"] = _lap()
 
             def cogs() -> float:
                 t0 = time.perf_counter()
                 with rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(plan)):
-                    _cog_copy(prob_work, tmp["prob"], dtype="float32", resampling="average")
-                    _cog_copy(mask_work, tmp["mask"], dtype="uint8", resampling="nearest")
+                    write_cog(prob_work, tmp["prob"], pyramid=prob_levels, description=prob_desc)
+                    write_cog(mask_work, tmp["mask"], pyramid=mask_levels, description=mask_desc)
                 return time.perf_counter() - t0
 
             # the COG copies (GDAL, off the GIL) run beside polygons and overlay, which read
             # the temporary rasters; on an error, leaving the block waits for the copies
             with ThreadPoolExecutor(1, thread_name_prefix="pv-cog") as pool:
                 cog_job = pool.submit(cogs)
-                plants = vectorize_mask(
-                    mask_work,
-                    prob_work,
-                    min_area_m2=options.min_area_m2,
-                    max_hole_m2=options.max_hole_m2,
-                )
+                plants = builder.finish(prob_work)  # merges plants cut by tile rows
                 timings["vectorize"] = _lap()
                 write_plants(tmp["plants"], plants, info.crs, driver="GPKG")
                 if "geojson" in tmp:

@@ -1,0 +1,214 @@
+"""Cloud-optimised GeoTIFF outputs whose overviews are built while the rows are written.
+
+GDAL's COG driver can only copy a finished raster, and when it has to make the overviews
+itself it reads the whole raster back, resamples it into a temporary file and copies that too:
+half of the copy's time. :class:`Pyramid` instead reduces each block of rows to every overview
+level as the prediction writes them (2 x 2 average or nearest pixel, cascaded level by level,
+nodata-aware), into small temporary GeoTIFFs. :func:`write_cog` then hands the full raster and
+its levels to the COG driver through a VRT, which it copies as they are.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.windows import Window
+
+#: overview levels stop once the raster fits this block size (as the COG driver does)
+BLOCK = 256
+
+
+def overview_sizes(width: int, height: int, block: int = BLOCK) -> list[tuple[int, int]]:
+    """(width, height) of each overview level: halved (rounded up) until it fits one block."""
+    sizes: list[tuple[int, int]] = []
+    w, h = width, height
+    while max(w, h) > block:
+        w, h = math.ceil(w / 2), math.ceil(h / 2)
+        sizes.append((w, h))
+    return sizes
+
+
+def _halve_average(rows: np.ndarray, nodata: float) -> np.ndarray:
+    """2 x 2 mean of the valid pixels of an even number of rows (nodata where none is valid)."""
+    h, w = rows.shape
+    if w % 2:
+        rows = np.concatenate([rows, np.full((h, 1), nodata, rows.dtype)], axis=1)
+    valid = rows != nodata
+    blocks = np.where(valid, rows, 0).astype(np.float64).reshape(h // 2, 2, -1, 2)
+    total = blocks.sum(axis=(1, 3))
+    count = valid.reshape(h // 2, 2, -1, 2).sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+    return np.where(count > 0, mean, nodata).astype(rows.dtype)
+
+
+def _halve_nearest(rows: np.ndarray) -> np.ndarray:
+    """Every second pixel of an even number of rows: pixel (2i + 1, 2j + 1), or the last one."""
+    picked = rows[1::2]
+    cols = np.minimum(np.arange(math.ceil(rows.shape[1] / 2)) * 2 + 1, rows.shape[1] - 1)
+    return picked[:, cols]
+
+
+class _Level:
+    """One overview level: takes rows of the level above and writes its own, halved."""
+
+    def __init__(self, path: Path, profile: dict, size: tuple[int, int], resampling: str) -> None:
+        self.path = path
+        self.width, self.height = size
+        self.resampling = resampling
+        self.nodata = profile["nodata"]
+        self.ds = rasterio.open(
+            path, "w", **{**profile, "width": self.width, "height": self.height}
+        )
+        self.row = 0
+        self.carry: np.ndarray | None = None  # an odd row waiting for its pair
+
+    def add(self, rows: np.ndarray, last: bool) -> np.ndarray | None:
+        """Take rows of the level above; returns the rows written here (None: none yet)."""
+        if self.carry is not None:
+            rows = np.concatenate([self.carry, rows])
+            self.carry = None
+        if len(rows) % 2:
+            if last:  # odd height: the last row pairs with itself
+                rows = np.concatenate([rows, rows[-1:]])
+                if self.resampling == "average":
+                    rows[-1] = self.nodata
+            else:
+                self.carry, rows = rows[-1:].copy(), rows[:-1]
+        if not len(rows):
+            return None
+        if self.resampling == "average":
+            out = _halve_average(rows, self.nodata)
+        else:
+            out = _halve_nearest(rows)
+        self.ds.write(out, 1, window=Window(0, self.row, self.width, len(out)))
+        self.row += len(out)
+        return out
+
+    def close(self) -> None:
+        self.ds.close()
+
+
+class Pyramid:
+    """Overview levels of a single-band raster, built from its rows as they are written.
+
+    Args:
+        work: folder for the levels' temporary files.
+        name: stem of those files.
+        profile: GeoTIFF profile of the full-resolution raster (needs ``nodata`` for average).
+        resampling: "average" (probabilities: mean of the valid pixels) or "nearest" (masks).
+    """
+
+    def __init__(self, work: Path, name: str, profile: dict, resampling: str) -> None:
+        if resampling not in ("average", "nearest"):
+            raise ValueError(f"resampling {resampling!r}: must be 'average' or 'nearest'")
+        self.width, self.height = int(profile["width"]), int(profile["height"])
+        self.profile = profile
+        self.resampling = resampling
+        self.next_row = 0
+        transform: Affine = profile["transform"]
+        self.levels: list[_Level] = []
+        for k, size in enumerate(overview_sizes(self.width, self.height), start=1):
+            scale = Affine.scale(self.width / size[0], self.height / size[1])
+            prof = {**profile, "transform": transform @ scale}
+            path = work / f"{name}.ovr{k}.tif"
+            self.levels.append(_Level(path, prof, size, resampling))
+
+    def add_rows(self, row0: int, rows: np.ndarray) -> None:
+        """Take full-resolution rows ``row0 ..`` (in order, top to bottom)."""
+        if row0 != self.next_row:
+            raise ValueError(f"rows must come in order: got row {row0}, expected {self.next_row}")
+        self.next_row += len(rows)
+        last = self.next_row >= self.height
+        out: np.ndarray | None = rows
+        for level in self.levels:
+            if out is None:
+                break
+            out = level.add(out, last)
+
+    def close(self) -> None:
+        """Close the levels' files (they are complete once every row was added)."""
+        for level in self.levels:
+            level.close()
+
+    def __enter__(self) -> Pyramid:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def paths(self) -> list[Path]:
+        """The levels' files, largest first."""
+        return [level.path for level in self.levels]
+
+
+def _vrt(full: Path, levels: list[Path], description: str | None) -> str:
+    """VRT of a single-band GeoTIFF that names ``levels`` as its overviews."""
+    with rasterio.open(full) as ds:
+        width, height, crs, transform = ds.width, ds.height, ds.crs, ds.transform
+        dtype, nodata = ds.dtypes[0], ds.nodata
+    gdal_type = {"float32": "Float32", "uint8": "Byte", "float64": "Float64", "int16": "Int16",
+                 "uint16": "UInt16", "int32": "Int32"}[dtype]  # fmt: skip
+
+    def source(path: Path, tag: str) -> str:
+        name = html.escape(str(path.resolve()))
+        return (
+            f'<{tag}><SourceFilename relativeToVRT="0">{name}</SourceFilename>'
+            f"<SourceBand>1</SourceBand></{tag}>"
+        )
+
+    parts = [f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">']
+    if crs is not None:
+        parts.append(f"<SRS>{html.escape(crs.to_wkt())}</SRS>")
+    parts.append(f"<GeoTransform>{', '.join(repr(v) for v in transform.to_gdal())}</GeoTransform>")
+    parts.append(f'<VRTRasterBand dataType="{gdal_type}" band="1">')
+    if description:
+        parts.append(f"<Description>{html.escape(description)}</Description>")
+    if nodata is not None:
+        parts.append(f"<NoDataValue>{nodata!r}</NoDataValue>")
+    parts.append(source(full, "SimpleSource"))
+    parts += [source(p, "Overview") for p in levels]
+    parts.append("</VRTRasterBand></VRTDataset>")
+    return "".join(parts)
+
+
+def write_cog(
+    full: Path,
+    dst: Path,
+    *,
+    pyramid: Pyramid | None = None,
+    resampling: str = "average",
+    description: str | None = None,
+) -> None:
+    """Copy a tiled GeoTIFF to a cloud-optimised GeoTIFF (DEFLATE, 256 px blocks, overviews).
+
+    With ``pyramid`` (closed, every row added) its levels become the overviews as they are;
+    without, the COG driver computes them with ``resampling``.
+    """
+    with rasterio.open(full) as ds:
+        dtype = ds.dtypes[0]
+    opts = {
+        "compress": "DEFLATE",
+        "predictor": "3" if dtype.startswith("float") else "2",
+        "blocksize": BLOCK,
+        "num_threads": "ALL_CPUS",
+        "bigtiff": "IF_SAFER",
+    }
+    src = full
+    if pyramid is not None:
+        src = full.with_suffix(".vrt")
+        src.write_text(_vrt(full, pyramid.paths, description))
+        opts["overviews"] = "FORCE_USE_EXISTING" if pyramid.paths else "NONE"
+    else:
+        opts["overview_resampling"] = resampling
+    rasterio.shutil.copy(str(src), str(dst), driver="COG", **opts)
+
+
+__all__ = ["Pyramid", "overview_sizes", "write_cog"]
