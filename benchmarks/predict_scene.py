@@ -288,7 +288,7 @@ def main() -> None:
     p.add_argument(
         "--batch-size", type=int, default=None, help="default: pvdetect's for the device (4 / 16)"
     )
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument(
         "--model",
         choices=["trained", "random"],
@@ -358,13 +358,19 @@ def main() -> None:
             print(f"[{size}] scene written in {time.perf_counter() - t0:.1f} s", flush=True)
             plan = plan_scene(bundle, scene, opts)
             mp = size * size / 1e6
-            # warm-up (cudnn autotune, allocator) on a small crop-sized run is the first repeat
-            times = []
-            for r in range(repeats + (1 if device.type == "cuda" else 0)):
+            # prediction and bare forward pass alternate, so that load from other programs hits
+            # both alike; on a GPU a first unmeasured round warms up (cudnn autotune, allocator)
+            times, bares = [], []
+            if device.type == "cuda":
+                predict_scene(bundle, scene, tmp / f"out_{size}_warm", opts)
+                bare_forward(bundle, plan, args.batch_size)
+            for r in range(repeats):
                 res = predict_scene(bundle, scene, tmp / f"out_{size}_{r}", opts)
                 times.append(res.seconds)
+                bares.append(bare_forward(bundle, plan, args.batch_size))
             t_pred = min(times)
-            t_bare = min(bare_forward(bundle, plan, args.batch_size) for _ in range(repeats))
+            t_bare = min(bares)
+            paired = sorted(b / t for b, t in zip(bares, times, strict=True))
             entry = {
                 "megapixels": mp,
                 "predict_timings_s": res.timings,
@@ -376,11 +382,15 @@ def main() -> None:
                 "bare_forward_s": t_bare,
                 "bare_forward_mpx_s": mp / t_bare,
                 "throughput_ratio": t_bare / t_pred,
+                "throughput_ratio_paired_median": paired[len(paired) // 2],
+                "predict_scene_s_all": times,
+                "bare_forward_s_all": bares,
             }
             stages = {k: round(v, 2) for k, v in res.timings.items()}
             print(
                 f"[{size}] predict_scene {mp / t_pred:.2f} MP/s ({t_pred:.2f} s), bare forward "
-                f"{mp / t_bare:.2f} MP/s ({t_bare:.2f} s), ratio {t_bare / t_pred:.2f}; "
+                f"{mp / t_bare:.2f} MP/s ({t_bare:.2f} s), ratio {t_bare / t_pred:.2f} "
+                f"(paired runs: median {paired[len(paired) // 2]:.2f}); "
                 f"{res.plants} plants; stages {stages}",
                 flush=True,
             )
