@@ -272,6 +272,39 @@ def test_accumulator_covers_one_tile_row(tmp_path: Path) -> None:
     assert tuple(blender._spare.shape) == (2, 64, 70)
 
 
+def test_failing_writes_are_output_errors(tmp_path: Path) -> None:
+    """A write that fails mid-scene (disk full) is a one-line OutputError, not a traceback."""
+    import rasterio.errors
+
+    from pvdetect.cog import Pyramid
+    from pvdetect.errors import OutputError
+    from pvdetect.predict import run_tiles
+
+    class Full:
+        name = str(tmp_path / "work" / "prob.tif")
+
+        def write(self, *args: object, **kwargs: object) -> None:
+            raise rasterio.errors.RasterioIOError("No space left on device")
+
+        def close(self) -> None:
+            pass
+
+    scene = _random_scene(tmp_path / "s.tif", 70, 50)
+    bundle = _local_bundle()
+    plan = plan_scene(bundle, scene, PredictOptions(tile=32, overlap=8))
+    with pytest.raises(OutputError, match="work: cannot write output .*No space left"):
+        run_tiles(bundle, plan, Full(), Full(), 0.5, 4)
+
+    prof = rasterio.profiles.DefaultGTiffProfile(
+        width=600, height=600, count=1, dtype="float32", nodata=-9999.0, transform=T_UTM
+    )
+    with Pyramid(tmp_path, "p", dict(prof), "average") as pyr:
+        pyr.levels[0].ds.close()
+        pyr.levels[0].ds = Full()
+        with pytest.raises(OutputError, match="cannot write output"):
+            pyr.add_rows(0, np.zeros((10, 600), np.float32))
+
+
 # ------------------------------------------------------------------ command line
 
 

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.errors
 import rasterio.shutil
 from affine import Affine
 from rasterio.windows import Window
+
+from pvdetect.errors import OutputError
 
 #: overview levels stop once the raster fits this block size (as the COG driver does)
 BLOCK = 256
@@ -87,7 +90,10 @@ class _Level:
             out = _halve_average(rows, self.nodata)
         else:
             out = _halve_nearest(rows)
-        self.ds.write(out, 1, window=Window(0, self.row, self.width, len(out)))
+        try:
+            self.ds.write(out, 1, window=Window(0, self.row, self.width, len(out)))
+        except (OSError, rasterio.errors.RasterioError) as exc:
+            raise OutputError(f"{self.path.parent}: cannot write output ({exc})") from None
         self.row += len(out)
         return out
 

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
+import rasterio.errors
 from affine import Affine
 from rasterio.windows import Window
 
@@ -425,8 +426,13 @@ def run_tiles(
 
     def write_rows(row0: int, prob: np.ndarray, mask: np.ndarray) -> None:
         win = Window(0, row0, prob.shape[1], prob.shape[0])
-        prob_dst.write(prob, 1, window=win)
-        mask_dst.write(mask, 1, window=win)
+        try:
+            prob_dst.write(prob, 1, window=win)
+            mask_dst.write(mask, 1, window=win)
+        except (OSError, rasterio.errors.RasterioError) as exc:
+            raise OutputError(
+                f"{Path(prob_dst.name).parent}: cannot write output ({exc})"
+            ) from None
         for sink in sinks:
             sink(row0, prob, mask)
 
