@@ -37,6 +37,7 @@ def _stream(tmp: Path, name: str, data: np.ndarray, prof: dict, resampling: str,
             row, k = row + n, k + 1
     out = tmp / f"{name}_cog.tif"
     write_cog(full, out, pyramid=pyr, description="PV probability")
+    assert not full.with_suffix(".vrt").exists()  # the VRT handed to GDAL is gone
     return out
 
 

@@ -207,14 +207,17 @@ def write_cog(
         "num_threads": "ALL_CPUS",
         "bigtiff": "IF_SAFER",
     }
-    src = full
-    if pyramid is not None:
-        src = full.with_suffix(".vrt")
-        src.write_text(_vrt(full, pyramid.paths, description))
-        opts["overviews"] = "FORCE_USE_EXISTING" if pyramid.paths else "NONE"
-    else:
+    if pyramid is None:
         opts["overview_resampling"] = resampling
-    rasterio.shutil.copy(str(src), str(dst), driver="COG", **opts)
+        rasterio.shutil.copy(str(full), str(dst), driver="COG", **opts)
+        return
+    vrt = full.with_suffix(".vrt")
+    vrt.write_text(_vrt(full, pyramid.paths, description))
+    opts["overviews"] = "FORCE_USE_EXISTING" if pyramid.paths else "NONE"
+    try:
+        rasterio.shutil.copy(str(vrt), str(dst), driver="COG", **opts)
+    finally:
+        vrt.unlink(missing_ok=True)
 
 
 __all__ = ["Pyramid", "overview_sizes", "write_cog"]
