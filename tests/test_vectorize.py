@@ -20,7 +20,6 @@ from pvdetect.vectorize import (
     PlantBuilder,
     equal_area_crs,
     polygon_prob_stats,
-    polygonize_mask,
     vectorize_mask,
     write_plants,
 )
@@ -63,9 +62,9 @@ def test_u_shape_split_into_pieces_merges(tmp_path: Path) -> None:
     m[5:12, 5:50] = 1  # top bar in strip 0
     m[5:40, 5:12] = 1  # left leg crossing strips
     m[5:40, 40:50] = 1  # right leg crossing strips (separate from the left in lower strips)
-    polys = polygonize_mask(_mask(tmp_path, m), strip_rows=10)
-    assert len(polys) == 1
-    assert polys[0].area == pytest.approx(float(m.sum()))
+    plants = vectorize_mask(_mask(tmp_path, m), strip_rows=10, min_area_m2=0)
+    assert len(plants) == 1
+    assert plants[0].area_m2 * UTM_SCALE**2 / 100 == pytest.approx(float(m.sum()), rel=2e-4)
 
 
 def test_corner_touching_and_separate_plants_stay_apart(tmp_path: Path) -> None:

@@ -115,8 +115,6 @@ class Pyramid:
         if resampling not in ("average", "nearest"):
             raise ValueError(f"resampling {resampling!r}: must be 'average' or 'nearest'")
         self.width, self.height = int(profile["width"]), int(profile["height"])
-        self.profile = profile
-        self.resampling = resampling
         self.next_row = 0
         transform: Affine = profile["transform"]
         self.levels: list[_Level] = []

@@ -157,40 +157,6 @@ def _read_rows(
         raise DataError(f"{path}: cannot read {what} pixels ({exc})") from None
 
 
-def polygonize_mask(
-    mask_path: str | os.PathLike,
-    *,
-    strip_rows: int = 1024,
-    connectivity: int = 4,
-    keep: Callable[[list[Polygon]], np.ndarray] | None = None,
-) -> list[Polygon]:
-    """Polygons of the PV pixels (value 1) of a mask raster, in pixel coordinates.
-
-    The raster is read in strips of ``strip_rows`` rows; plants cut by strip borders are merged.
-    ``keep`` (polygons -> bool array) filters complete polygons as soon as they are found, so
-    that specks never accumulate in memory; pieces cut by strip borders are filtered after
-    merging.
-    """
-    path = Path(mask_path)
-    closed: list[Polygon] = []
-    open_: list[Polygon] = []
-    with open_raster(path) as ds:
-        height = ds.height
-        for row0 in range(0, height, strip_rows):
-            m = _read_rows(ds, path, row0, min(strip_rows, height - row0), "mask")
-            c, o = _strip_polygons(m == PV_VALUE, row0, height, connectivity)
-            if keep is not None and c:
-                c = [p for p, k in zip(c, keep(c), strict=True) if k]
-            closed += c
-            open_ += o
-    merged = _merge_pieces(open_)
-    if keep is not None and merged:
-        merged = [p for p, k in zip(merged, keep(merged), strict=True) if k]
-    polys = closed + merged
-    polys.sort(key=lambda p: (p.bounds[1], p.bounds[0]))
-    return polys
-
-
 def fill_holes(
     polys_px: Sequence[Polygon], areas: AreaCalculator, max_hole_m2: float
 ) -> list[Polygon]:
@@ -642,7 +608,6 @@ __all__ = [
     "fill_holes",
     "polygon_prob_stats",
     "polygon_prob_sums",
-    "polygonize_mask",
     "vectorize_mask",
     "write_plants",
 ]
