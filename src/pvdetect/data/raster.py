@@ -21,7 +21,8 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from pvdetect.errors import DataError, OutputError
+from pvdetect.errors import DataError
+from pvdetect.io import atomic_output, first_line
 
 DEFAULT_NODATA = -9999.0
 BAND_NAMES = ("Red", "Green", "Blue", "NIR")
@@ -65,17 +66,11 @@ def open_raster(path: str | os.PathLike) -> Iterator[rasterio.DatasetReader]:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             ds = rasterio.open(p)
     except (RasterioIOError, rasterio.errors.RasterioError) as exc:
-        raise DataError(f"{p}: not a readable raster ({_short(exc)})") from None
+        raise DataError(f"{p}: not a readable raster ({first_line(exc)})") from None
     try:
         yield ds
     finally:
         ds.close()
-
-
-def _short(exc: BaseException) -> str:
-    """First line of an exception message, without the file path GDAL repeats."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
 
 
 def raster_info(path: str | os.PathLike) -> RasterInfo:
@@ -124,7 +119,7 @@ def read_raster(
                 fill_value=fill if boundless else None,
             )
         except Exception as exc:  # noqa: BLE001 - GDAL raises many types for broken files
-            problem = f"cannot read pixels, file truncated or corrupt ({_short(exc)})"
+            problem = f"cannot read pixels, file truncated or corrupt ({first_line(exc)})"
             raise DataError(f"{p}: {problem}") from None
     return arr, info
 
@@ -141,33 +136,6 @@ def valid_pixels(image: np.ndarray, nodata: float | None) -> np.ndarray:
             return ok
         ok &= (image != nodata).all(axis=0)
     return ok
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
-
-    The temporary name keeps the suffix so drivers chosen by extension still work.
-    """
-    final = Path(path)
-    parent = final.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=parent
-        )
-        os.close(fd)
-    except OSError as exc:
-        raise OutputError(f"{parent}: cannot write output here ({exc.strerror or exc})") from None
-    tmp = Path(tmp_name)
-    tmp.unlink()  # drivers such as GPKG refuse to open an existing empty file
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 def geotiff_profile(
