@@ -2,14 +2,14 @@
 
 Measures, for square scenes of the given sizes (default 1024 and 4096 px):
 
-- throughput of :func:`pvdetect.predict.predict_scene` (all outputs: COG rasters, polygons,
+- throughput of :func:`pvdetect.inference.predict.predict_scene` (all outputs: COG rasters, polygons,
   overlay) in megapixels/s, against a bare batched forward pass over the same number of tiles
   (``Bundle.predict_probs`` on tensors already on the device), goal ratio >= 0.8;
 - peak resident memory (``ru_maxrss`` of a fresh subprocess per scene) of ``predict_scene``
   and of a prototype-style prediction that reads the whole scene and keeps full-size
   accumulators in memory; goal for ``predict_scene``: largest / smallest <= 1.3.
 
-Scenes come from ``pvdetect.data.synthetic.generate_scene`` when available, else random 4-band
+Scenes come from ``pvdetect.synth.generator.generate_scene`` when available, else random 4-band
 float32 rasters written by strips. The model is a unet/resnet18 trained for about a minute on
 synthetic chips (``--model trained``, default: masks like a real model's, so polygons and the
 overlay cost what they cost in use) or randomly initialised (``--model random``).
@@ -45,7 +45,7 @@ STATS = {
 def make_scene(path: Path, size: int, seed: int = 0) -> str:
     """Write a ``size`` x ``size`` scene; returns how it was made."""
     try:
-        from pvdetect.data.synthetic import generate_scene
+        from pvdetect.synth.generator import generate_scene
     except ImportError:
         generate_scene = None
     if generate_scene is not None:
@@ -78,8 +78,8 @@ def make_bundle(path: Path, tile: int, overlap: int) -> Path:
     """Save a random unet/resnet18 bundle."""
     import torch
 
-    from pvdetect.bundle import BundleMeta, save_bundle
-    from pvdetect.models import build_model
+    from pvdetect.model.bundle import BundleMeta, save_bundle
+    from pvdetect.model.factory import build_model
 
     torch.manual_seed(0)
     model = build_model("unet", "resnet18", in_channels=4)
@@ -96,10 +96,10 @@ def make_trained_bundle(work: Path, tile: int, overlap: int, device: str) -> Pat
     overlay cost what they cost in real use; a random network marks most pixels as PV, one
     huge polygon full of holes.
     """
-    from pvdetect.bundle import load_bundle, save_bundle
     from pvdetect.config import config_from_dict
-    from pvdetect.data.synthetic import generate_dataset
-    from pvdetect.train import train
+    from pvdetect.model.bundle import load_bundle, save_bundle
+    from pvdetect.synth.generator import generate_dataset
+    from pvdetect.training.train import train
 
     data = work / "chips"
     generate_dataset(data, chips=48, scenes=0, seed=1)
@@ -155,7 +155,7 @@ def prototype_predict(bundle, scene: Path, out: Path, tile: int, overlap: int, b
     import torch
 
     from pvdetect.data.raster import read_raster, valid_pixels, write_raster
-    from pvdetect.predict import blend_window, tile_starts
+    from pvdetect.inference.predict import blend_window, tile_starts
 
     img, info = read_raster(scene)
     valid = valid_pixels(img, info.nodata)
@@ -207,7 +207,7 @@ def _stub_vectors_if_no_pyogrio() -> str:
     try:
         import pyogrio  # noqa: F401
     except ImportError:
-        import pvdetect.predict as pred
+        import pvdetect.inference.predict as pred
 
         def touch(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
             Path(path).write_bytes(b"")
@@ -226,8 +226,9 @@ def child(args: argparse.Namespace) -> None:
     """
     import torch
 
-    from pvdetect.bundle import load_bundle, resolve_device
-    from pvdetect.predict import PredictOptions, predict_scene
+    from pvdetect.device import resolve_device
+    from pvdetect.inference.predict import PredictOptions, predict_scene
+    from pvdetect.model.bundle import load_bundle
 
     _stub_vectors_if_no_pyogrio()
     bundle = load_bundle(args.bundle, device=resolve_device(args.device))
@@ -309,8 +310,9 @@ def main() -> None:
 
     import torch
 
-    from pvdetect.bundle import load_bundle, resolve_device
-    from pvdetect.predict import PredictOptions, plan_scene, predict_scene
+    from pvdetect.device import resolve_device
+    from pvdetect.inference.predict import PredictOptions, plan_scene, predict_scene
+    from pvdetect.model.bundle import load_bundle
 
     sizes = (
         [256, 1024]
@@ -320,7 +322,7 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     device = resolve_device(args.device)
     if args.batch_size is None:
-        from pvdetect.predict import default_batch_size
+        from pvdetect.inference.predict import default_batch_size
 
         args.batch_size = default_batch_size(device)
     torch.set_num_threads(max(1, torch.get_num_threads()))

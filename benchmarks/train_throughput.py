@@ -9,8 +9,8 @@ All loops train the same network (U-Net with a ResNet-18 encoder, 4 bands, rando
 same chips (default: 40 synthetic 256 px chips, generated once into ``bench_out/data_train``)
 with batch size 5, the same number of torch threads and the same number of DataLoader workers:
 
-(a) pvdetect: ``pvdetect.train.train(TrainConfig)``, i.e. ``SegmentationTask`` +
-    ``PVDataModule`` through the Lightning Trainer that ``pvdetect.train`` builds (precision
+(a) pvdetect: ``pvdetect.training.train.train(TrainConfig)``, i.e. ``SegmentationTask`` +
+    ``PVDataModule`` through the Lightning Trainer that ``pvdetect.training.train`` builds (precision
     ``auto``: bf16-mixed on CPU), timed by a callback slipped into that Trainer;
 (b) the ceiling: the bare model step on in-memory tensors (bf16 autocast, channels_last, Adam,
     plain BCE; forward + backward + step), half of its steps right before and half right after
@@ -284,7 +284,7 @@ def ensure_dataset(
     """Generate (once) a synthetic Solar-Plants-Brazil dataset for the benchmark."""
     if _complete(root):
         return root
-    from pvdetect.data.synthetic import generate_dataset
+    from pvdetect.synth.generator import generate_dataset
 
     if verbose:
         print(f"generating {chips} synthetic {chip_size} px chips into {root} ...", flush=True)
@@ -470,10 +470,11 @@ def pvdetect_loop(
     encoder: str = "resnet18",
     work_dir: Path,
 ) -> dict[str, Any]:
-    """(a): ``pvdetect.train.train`` with a timing callback in its Trainer."""
+    """(a): ``pvdetect.training.train.train`` with a timing callback in its Trainer."""
     from pvdetect.config import config_from_dict
     from pvdetect.data.layouts import find_chips
-    from pvdetect.train import resolve_precision, train
+    from pvdetect.device import resolve_precision
+    from pvdetect.training.train import train
 
     n_train = sum(1 for r in find_chips(data) if r.split == "train")
     accelerator = "gpu" if device == "cuda" else "cpu"
@@ -714,7 +715,7 @@ def worker_main(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     }
     work = Path(spec["work_dir"])
     if kind == "ab":
-        from pvdetect.models import build_model
+        from pvdetect.model.factory import build_model
 
         def make() -> Any:
             return build_model("unet", "resnet18", in_channels=4, weights=None)
@@ -774,7 +775,7 @@ def gpu_main(spec: dict[str, Any]) -> list[dict[str, Any]]:
     """EfficientNet-B7 U-Net: bare step and pvdetect's loop at 256/512/1024 px on CUDA."""
     import torch
 
-    from pvdetect.models import build_model
+    from pvdetect.model.factory import build_model
 
     encoder = spec.get("gpu_encoder", GPU_ENCODER)
     base = Path(spec["gpu_data"])
@@ -1083,7 +1084,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "A step is timed from the end of one training batch to the end of the next in the same "
         "epoch, so data loading, copies, forward, backward, optimiser step and per-step callbacks "
-        "all count. (a) is timed by a callback added to the Trainer that `pvdetect.train.train` "
+        "all count. (a) is timed by a callback added to the Trainer that `pvdetect.training.train.train` "
         "builds; (c) uses TorchGeo's own dataset and task, plus only a /10000 scaling transform. "
         "The machine may be shared: compare ratios, which come from back-to-back runs, rather "
         "than absolute figures.",

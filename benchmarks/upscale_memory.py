@@ -16,12 +16,12 @@ a ResNet-18 encoder, 4 bands, random init, AdamW, pvdetect's default loss):
     packed cache as (b), so data decoding costs the same in both (the prototype's per-item
     rasterio decoding would only add to (a)).
 (b) pvdetect's way: the native chips, upscaled on the device by
-    :class:`pvdetect.task.SegmentationTask` (``prepare_train``: random crop of ``crop/factor`` px
+    :class:`pvdetect.training.task.SegmentationTask` (``prepare_train``: random crop of ``crop/factor`` px
     at the native resolution, D4, normalisation, bicubic ``upscale_batch``/``upscale_mask``) with
     ``data.crop_size`` = the chip size, batch 5, bf16 autocast and channels_last.
 
 Chips are 128 px (not the prototype's 256 px) so that the whole CPU run takes a few minutes:
-20 synthetic chips (``pvdetect.data.synthetic.generate_dataset(chips=20, scenes=0, seed=0,
+20 synthetic chips (``pvdetect.synth.generator.generate_dataset(chips=20, scenes=0, seed=0,
 chip_size=128)``, 14 of them in the training split), generated once under ``bench_out/``.
 
 Memory: every configuration runs in a fresh interpreter (this script with ``--worker``) that
@@ -167,7 +167,7 @@ class ConfigRunner:
         from pvdetect.data.layouts import find_chips
         from pvdetect.data.module import PVDataModule
         from pvdetect.data.packed import build_cache
-        from pvdetect.task import SegmentationTask
+        from pvdetect.training.task import SegmentationTask
 
         self.torch = torch
         self.spec = spec
@@ -401,7 +401,7 @@ def ensure_chips(out: Path, chip_size: int) -> Path:
     want = {"chips": CHIPS, "scenes": 0, "seed": 0, "chip_size": chip_size}
     if _marker(out) == want:
         return out
-    from pvdetect.data.synthetic import generate_dataset
+    from pvdetect.synth.generator import generate_dataset
 
     print(f"  generating {CHIPS} synthetic {chip_size} px chips in {out}", flush=True)
     generate_dataset(out, chips=CHIPS, scenes=0, seed=0, chip_size=chip_size, overwrite=True)
@@ -413,7 +413,7 @@ def ensure_upscaled(src: Path, out: Path, factor: int, device: str) -> tuple[Pat
     """The materialised copy of ``src`` made with ``pvdetect upscale`` (seconds when made now)."""
     from pvdetect.data.layouts import find_chips
     from pvdetect.data.packed import fingerprint
-    from pvdetect.upscale import upscale_dataset
+    from pvdetect.inference.upscale import upscale_dataset
 
     want = {"source": fingerprint(find_chips(src)), "factor": factor, "method": "bicubic"}
     if _marker(out) == want:

@@ -17,13 +17,16 @@ from pvdetect.errors import PVDetectError
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("pvdetect.data.synthetic", "write a synthetic Sentinel-2-like PV dataset"),
-    "check": ("pvdetect.data.validate", "validate a chip dataset and print its summary"),
-    "train": ("pvdetect.train", "train a segmentation model and write a run folder"),
-    "evaluate": ("pvdetect.evaluate", "evaluate a model bundle on a split, with a report"),
-    "baselines": ("pvdetect.baselines", "fit and evaluate the simple baselines"),
-    "predict": ("pvdetect.predict", "predict PV on whole scenes: rasters, polygons, overlays"),
-    "upscale": ("pvdetect.upscale", "write an upscaled copy of a chip dataset"),
+    "synth": ("pvdetect.commands.synth", "write a synthetic Sentinel-2-like PV dataset"),
+    "check": ("pvdetect.commands.check", "validate a chip dataset and print its summary"),
+    "train": ("pvdetect.commands.train", "train a segmentation model and write a run folder"),
+    "evaluate": ("pvdetect.commands.evaluate", "evaluate a model bundle on a split, with a report"),
+    "baselines": ("pvdetect.commands.baselines", "fit and evaluate the simple baselines"),
+    "predict": (
+        "pvdetect.commands.predict",
+        "predict PV on whole scenes: rasters, polygons, overlays",
+    ),
+    "upscale": ("pvdetect.commands.upscale", "write an upscaled copy of a chip dataset"),
 }
 
 

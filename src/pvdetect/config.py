@@ -105,7 +105,7 @@ class ModelConfig:
 
 @dataclass
 class LossSection:
-    """Loss name and keyword parameters for :func:`pvdetect.losses.build_loss`."""
+    """Loss name and keyword parameters for :func:`pvdetect.model.losses.build_loss`."""
 
     name: str = "bce_focal_jaccard"
     params: dict[str, Any] = field(default_factory=dict)

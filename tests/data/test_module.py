@@ -12,8 +12,8 @@ import torch
 from pvdetect.data.layouts import find_chips
 from pvdetect.data.module import EpochSampler, PVDataModule, epoch_order
 from pvdetect.data.packed import build_cache
-from pvdetect.data.synthetic import generate_dataset
 from pvdetect.errors import DataError
+from pvdetect.synth.generator import generate_dataset
 
 
 @pytest.fixture(scope="module")

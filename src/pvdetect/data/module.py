@@ -4,7 +4,7 @@ Batches are raw tensors read straight from the cache's memory maps (one fancy-in
 batch): ``image`` float32 ``[B, C, H, W]`` reflectance (invalid pixels 0), ``mask`` uint8
 ``[B, H, W]`` (0/1, 255 = ignore), ``valid`` bool ``[B, H, W]`` and ``index`` int64 ``[B]``.
 Normalisation, augmentation, cropping and upscaling happen on the device in
-:class:`pvdetect.task.SegmentationTask`, never in the workers.
+:class:`pvdetect.training.task.SegmentationTask`, never in the workers.
 
 The order of training chips is a pure function of ``(seed, epoch)``: every epoch draws its own
 permutation (and its own set of dropped empty chips, and its own weighted draw when PV chips are

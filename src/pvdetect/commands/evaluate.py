@@ -1,0 +1,91 @@
+"""``pvdetect evaluate``: evaluate a model bundle on a split, with metrics.json and a report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pvdetect.evaluation.engine import evaluate_bundle
+from pvdetect.evaluation.report import summary_line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``pvdetect evaluate``."""
+    parser.add_argument("bundle", type=Path, help="model bundle folder or .pvb file")
+    parser.add_argument("data", type=Path, help="dataset folder or CSV manifest")
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test"),
+        help="split to evaluate (default: test)",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output folder for metrics.json and report.html"
+    )
+    parser.add_argument("--batch-size", type=int, default=40, help="chips per batch (default 40)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="decision threshold (default: the bundle's, chosen on validation)",
+    )
+    parser.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also fit the baselines on the training split and compare",
+    )
+    parser.add_argument(
+        "--baselines-json",
+        type=Path,
+        default=None,
+        help="metrics.json of 'pvdetect baselines' to compare with (default: "
+        "OUT/../baselines/metrics.json when present)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the baselines (default 0)")
+    res = parser.add_mutually_exclusive_group()
+    res.add_argument(
+        "--native",
+        dest="native",
+        action="store_true",
+        default=True,
+        help="evaluate at the chips' resolution (default)",
+    )
+    res.add_argument(
+        "--upscaled",
+        dest="native",
+        action="store_false",
+        help="evaluate an upscaling bundle at its upscaled resolution",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="packed-cache folder (default: DATA/.pvdetect_cache)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``pvdetect evaluate``."""
+    m = evaluate_bundle(
+        args.bundle,
+        args.data,
+        args.split,
+        args.out,
+        batch_size=args.batch_size,
+        device=args.device,
+        tta=args.tta,
+        threshold=args.threshold,
+        native=args.native,
+        baselines=args.baselines,
+        baselines_json=args.baselines_json,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        progress=not args.quiet,
+    )
+    px, th, ob = m["pixel"], m["threshold"], m["object"]
+    print(summary_line(f"{args.split}", px, th, ob))
+    print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.html'}")
+    return 0
