@@ -13,7 +13,8 @@ from affine import Affine
 
 from pvdetect.cli import main
 from pvdetect.data.raster import write_raster
-from pvdetect.data.validate import RunningBandStats, check_dataset
+from pvdetect.data.stats import RunningBandStats
+from pvdetect.data.validate import check_dataset
 
 ND = -9999.0
 T = Affine(10, 0, 500000, 0, -10, 5200000)

@@ -19,7 +19,6 @@ from pvdetect.model.factory import (
     adapt_conv_weight,
     adapt_first_conv,
     build_model,
-    describe_model,
     min_input_size,
     read_state_dict,
     required_multiple,
@@ -46,8 +45,6 @@ def test_every_arch_builds_and_runs(arch):
         y = model.to(memory_format=torch.channels_last)(x)
     assert y.shape == (2, 1, size, size)
     assert torch.isfinite(y.float()).all()
-    info = describe_model(model)
-    assert info["params"] == sum(p.numel() for p in model.parameters()) > 0
 
 
 def test_size_constraints():

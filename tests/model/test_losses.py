@@ -12,9 +12,7 @@ from pvdetect.errors import ConfigError
 from pvdetect.model.losses import (
     LOSSES,
     BCEFocalJaccardLoss,
-    LossConfig,
     build_loss,
-    build_loss_from_config,
 )
 
 NAMES = sorted(LOSSES)
@@ -285,21 +283,18 @@ def test_shape_mismatch_raises_value_error() -> None:
         build_loss()(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 4), None)
 
 
-def test_loss_config_builds_the_configured_loss() -> None:
+def test_build_loss_takes_the_configured_parameters() -> None:
+    """``loss.name`` and ``loss.params`` of the training configuration go to build_loss."""
     logits, target, valid = _tiny()
-    default = build_loss_from_config(LossConfig())
-    assert default(logits, target, valid).item() == pytest.approx(
+    assert build_loss()(logits, target, valid).item() == pytest.approx(
         HAND["bce_focal_jaccard"], rel=1e-5
     )
-    # Only the fields the chosen loss takes are used.
-    dice = build_loss_from_config(LossConfig(name="dice", eps=1.0, alpha=0.1))
-    assert dice(logits, target, valid).item() == pytest.approx(_hand_dice(), rel=1e-5)
-    cfg = LossConfig.from_dict({"name": "bce", "pos_weight": 5.0, "neg_weight": 0.5})
-    assert LossConfig.from_dict(cfg.to_dict()) == cfg
-    assert build_loss_from_config(cfg.to_dict())(logits, target, valid).item() == pytest.approx(
-        _hand_bce(5.0, 0.5), rel=1e-5
+    assert build_loss("dice", eps=1.0)(logits, target, valid).item() == pytest.approx(
+        _hand_dice(), rel=1e-5
     )
-    with pytest.raises(ConfigError, match="focal_gama"):
-        LossConfig.from_dict({"focal_gama": 2})
+    bce = build_loss("bce", pos_weight=5.0, neg_weight=0.5)
+    assert bce(logits, target, valid).item() == pytest.approx(_hand_bce(5.0, 0.5), rel=1e-5)
+    with pytest.raises(ConfigError, match="gama"):
+        build_loss("focal", gama=2)
     with pytest.raises(ConfigError, match="unknown loss"):
-        build_loss_from_config(LossConfig(name="nope"))
+        build_loss("nope")

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors.torch import save_file
-from spandrel.architectures.ESRGAN import ESRGAN
 
 from pvdetect.errors import ConfigError
 from pvdetect.model.transforms import (
@@ -16,7 +12,6 @@ from pvdetect.model.transforms import (
     d4_inverse,
     d4_transform,
     downscale_probs,
-    load_sr_model,
     normalize,
     random_crop,
     upscale_batch,
@@ -192,95 +187,3 @@ def test_upscale_mask_nearest_and_downscale():
 
 
 # --------------------------------------------------------------------------- super-resolution
-
-
-@pytest.fixture(scope="module")
-def sr_files(tmp_path_factory) -> dict[str, Path]:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("sr")
-    net = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=2)
-    state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    pth = folder / "tiny_x2.pth"
-    torch.save(state, pth)
-    st = folder / "tiny_x2.safetensors"
-    save_file(state, str(st))
-    return {"pth": pth, "safetensors": st}
-
-
-def _reflectance(b: int = 1, h: int = 48, w: int = 48) -> torch.Tensor:
-    g = torch.Generator().manual_seed(5)
-    return torch.rand(b, 4, h, w, generator=g) * 4000.0
-
-
-@pytest.mark.parametrize("kind", ["pth", "safetensors"])
-def test_sr_load_and_shape(sr_files, kind):
-    sr = load_sr_model(sr_files[kind], 2)
-    assert sr.scale == 2
-    x = _reflectance(2, 20, 24)
-    y = sr(x)
-    assert y.shape == (2, 4, 40, 48) and y.dtype == x.dtype
-    assert float(y.min()) >= 0.0 and float(y.max()) <= 10000.0
-    assert not any(p.requires_grad for p in sr.parameters())
-
-
-def test_sr_scale_mismatch(sr_files, tmp_path):
-    with pytest.raises(ConfigError, match="x2, but the factor is 4"):
-        load_sr_model(sr_files["pth"], 4)
-    bad = tmp_path / "bad.pth"
-    torch.save({"weight": torch.zeros(3)}, bad)
-    with pytest.raises(ConfigError, match="bad.pth"):
-        load_sr_model(bad, 2)
-    with pytest.raises(ConfigError, match="not found"):
-        load_sr_model(tmp_path / "missing.pth", 2)
-
-
-def test_sr_nir_handling(sr_files):
-    x = _reflectance(1, 16, 16)
-    sr = load_sr_model(sr_files["pth"], 2, nir="sr")
-    y = sr(x)
-    # NIR through the network: the mean of the outputs for NIR replicated to three channels
-    unit = (x[:, 3:4] / 10000.0).clamp(0, 1).expand(-1, 3, -1, -1)
-    expected = sr.run_net(unit).mean(dim=1) * 10000.0
-    assert torch.allclose(y[:, 3], expected, atol=1e-2)
-    # the RGB bands do not depend on the NIR band
-    x2 = x.clone()
-    x2[:, 3] = 0.0
-    assert torch.allclose(sr(x2)[:, :3], y[:, :3], atol=1e-3)
-    bic = load_sr_model(sr_files["pth"], 2, nir="bicubic")(x)
-    ref = torch.nn.functional.interpolate(
-        x[:, 3:4] / 10000.0, scale_factor=2, mode="bicubic", align_corners=False
-    )
-    assert torch.allclose(bic[:, 3:4], ref * 10000.0, atol=1e-2)
-    assert torch.allclose(bic[:, :3], y[:, :3], atol=1e-3)
-
-
-def test_sr_tiled_equals_untiled(sr_files):
-    x = _reflectance(1, 48, 40)
-    whole = load_sr_model(sr_files["pth"], 2, tile=256, overlap=0)(x)
-    tiled = load_sr_model(sr_files["pth"], 2, tile=16, overlap=24)(x)
-    assert torch.allclose(tiled, whole, atol=1e-2)
-    # without enough context the tile seams differ: the test can fail
-    seams = load_sr_model(sr_files["pth"], 2, tile=16, overlap=0)(x)
-    assert not torch.allclose(seams, whole, atol=1e-2)
-
-
-def test_sr_normalised_input_via_upscale_batch(sr_files):
-    x = _reflectance(2, 16, 16)
-    mean, std = [1000.0, 1100.0, 1200.0, 2000.0], [500.0, 400.0, 300.0, 800.0]
-    valid = torch.ones(2, 16, 16, dtype=torch.bool)
-    valid[0, :4] = False
-    xn = normalize(x, valid, mean, std)
-    raw_sr = load_sr_model(sr_files["pth"], 2)
-    norm_sr = load_sr_model(sr_files["pth"], 2, mean=mean, std=std)
-    up, vup = upscale_batch(xn, valid, 2, "sr", norm_sr)
-    assert up.shape == (2, 4, 32, 32)
-    assert torch.all(up[0, :, :8] == 0) and not vup[0, :8].any()
-    m = torch.tensor(mean).view(1, 4, 1, 1)
-    s = torch.tensor(std).view(1, 4, 1, 1)
-    expected = (raw_sr(x[1:]) - m) / s
-    assert torch.allclose(up[1:], expected, atol=1e-3)
-    with pytest.raises(ConfigError, match="x2, not x4"):
-        upscale_batch(xn, valid, 4, "sr", norm_sr)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = upscale_batch(xn, valid, 2, "sr", norm_sr)[0]
-    assert torch.allclose(low.float(), up, atol=0.2)

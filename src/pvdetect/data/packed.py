@@ -22,7 +22,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,54 +30,21 @@ from numpy.lib.format import open_memmap
 
 from pvdetect.data.layouts import ChipRecord, dir_writable
 from pvdetect.data.raster import (
-    DEFAULT_NODATA,
+    IGNORE_INDEX,
     RasterInfo,
     raster_info,
     read_raster,
     valid_pixels,
 )
-from pvdetect.data.validate import RunningBandStats
+from pvdetect.data.stats import BandStats, band_stats
 from pvdetect.errors import ConfigError, DataError, OutputError
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CACHE_DIR_NAME = ".pvdetect_cache"
-IGNORE = 255
-_PERCENTILE_SAMPLES = 2_000_000  # per band; exact percentiles below this many valid pixels
 _TMP_PREFIX = ".tmp-"
 _STALE_TMP_SECONDS = 3600
-
-
-@dataclass
-class BandStats:
-    """Per-band statistics of valid training pixels (raw reflectance units).
-
-    ``mean`` and ``std`` are exact (population std; a zero std is stored as 1.0 so that
-    normalisation never divides by zero); ``p2`` and ``p98`` are exact up to 2 million valid
-    pixels per band, else estimated from a uniform random sample of that size.
-    """
-
-    mean: list[float]
-    std: list[float]
-    p2: list[float]
-    p98: list[float]
-
-    def to_dict(self) -> dict:
-        """Plain dictionary of lists."""
-        return {"mean": list(self.mean), "std": list(self.std), "p2": list(self.p2),
-                "p98": list(self.p98)}  # fmt: skip
-
-    @classmethod
-    def from_dict(cls, d: dict) -> BandStats:
-        """Inverse of :meth:`to_dict`."""
-        try:
-            out = cls(*([float(v) for v in d[k]] for k in ("mean", "std", "p2", "p98")))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"band statistics: malformed ({exc})") from None
-        if len({len(out.mean), len(out.std), len(out.p2), len(out.p98)}) != 1:
-            raise DataError("band statistics: lists of different lengths")
-        return out
 
 
 class PackedCache:
@@ -324,10 +290,6 @@ def _source_bands(info: RasterInfo, order: list[int] | None) -> list[int]:
     return [b + 1 for b in order]
 
 
-def _nodata(info: RasterInfo) -> float:
-    return float(info.nodata) if info.nodata is not None else DEFAULT_NODATA
-
-
 def _write_cache(
     tmp: Path, records: list[ChipRecord], order: list[int] | None, fp: str, ds_id: str
 ) -> None:
@@ -339,7 +301,7 @@ def _write_cache(
     images = open_memmap(tmp / "images.npy", mode="w+", dtype=np.float32, shape=(n, c, h, w))
     masks = open_memmap(tmp / "masks.npy", mode="w+", dtype=np.uint8, shape=(n, h, w))
     valid = open_memmap(tmp / "valid.npy", mode="w+", dtype=np.bool_, shape=(n, h, w))
-    masks[:] = IGNORE  # padding is ignore; images and valid start as 0 / False
+    masks[:] = IGNORE_INDEX  # padding is ignore; images and valid start as 0 / False
     chips: list[dict] = []
     pv = np.zeros(n, np.float64)
     for i, (rec, b) in enumerate(zip(records, bands, strict=True)):
@@ -352,9 +314,9 @@ def _write_cache(
                 f"{rec.mask}: size {minfo.height}x{minfo.width} differs from image "
                 f"{rec.image.name} {info.height}x{info.width}"
             )
-        ok = valid_pixels(img, _nodata(info))
+        ok = valid_pixels(img, info.nodata_value)
         m = m[0]
-        mnd = _nodata(minfo)
+        mnd = minfo.nodata_value
         labelled = ~(np.isnan(m) if math.isnan(mnd) else m == mnd)
         bad = labelled & (m != 0) & (m != 1)
         if bad.any():
@@ -364,12 +326,12 @@ def _write_cache(
                 f"run pvdetect check"
             )
         img[:, ~ok] = 0.0
-        target = np.where(ok & labelled, m, IGNORE).astype(np.uint8)
+        target = np.where(ok & labelled, m, IGNORE_INDEX).astype(np.uint8)
         ih, iw = info.height, info.width
         images[i, :, :ih, :iw] = img
         masks[i, :ih, :iw] = target
         valid[i, :ih, :iw] = ok
-        n_lab = int((target != IGNORE).sum())
+        n_lab = int((target != IGNORE_INDEX).sum())
         pv[i] = float((target == 1).sum()) / n_lab if n_lab else 0.0
         chips.append(
             {
@@ -377,13 +339,17 @@ def _write_cache(
                 "width": iw,
                 "crs": info.crs.to_wkt() if info.crs is not None else None,
                 "transform": list(info.transform)[:6],
-                "nodata": _nodata(info),
+                "nodata": info.nodata_value,
                 "mask_nodata": mnd,
             }
         )
     for arr in (images, masks, valid):
         arr.flush()
-    stats = _train_stats(images, valid, records)
+    train = [i for i, r in enumerate(records) if r.split == "train"]
+    if not train:
+        log.warning("packed cache: no training chips; band statistics use all chips")
+        train = list(range(len(records)))
+    stats = band_stats(images, valid, train, where=str(records[train[0]].image.parent))
     del images, masks, valid
     meta = {
         "format_version": FORMAT_VERSION,
@@ -408,36 +374,6 @@ def _write_cache(
         "complete": True,
     }
     (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-
-
-def _train_stats(images: np.ndarray, valid: np.ndarray, records: list[ChipRecord]) -> BandStats:
-    """Exact mean/std and (sampled beyond 2M pixels) p2/p98 of valid training pixels."""
-    idx = [i for i, r in enumerate(records) if r.split == "train"]
-    if not idx:
-        log.warning("packed cache: no training chips; band statistics use all chips")
-        idx = list(range(len(records)))
-    c = images.shape[1]
-    run = RunningBandStats(c)
-    total = int(sum(int(valid[i].sum()) for i in idx))
-    if total == 0:
-        raise DataError(f"{records[idx[0]].image.parent}: no valid pixel in the training chips")
-    keep = min(1.0, _PERCENTILE_SAMPLES / total)
-    rng = np.random.default_rng(0)
-    samples: list[np.ndarray] = []
-    for i in idx:
-        vals = np.asarray(images[i])[:, np.asarray(valid[i])]
-        run.update(vals)
-        if keep < 1.0:
-            pick = rng.random(vals.shape[1]) < keep
-            vals = vals[:, pick]
-        samples.append(vals)
-    pool = np.concatenate(samples, axis=1)
-    p2, p98 = np.percentile(pool, [2, 98], axis=1)
-    std = [float(s) if s > 0 else 1.0 for s in run.std]
-    return BandStats(
-        mean=[float(v) for v in run.mean], std=std, p2=[float(v) for v in p2],
-        p98=[float(v) for v in p98],
-    )  # fmt: skip
 
 
 def _remove_stale(base: Path, ds_id: str, keep: str) -> None:

@@ -25,6 +25,8 @@ from pvdetect.io import atomic_output, first_line
 
 DEFAULT_NODATA = -9999.0
 BAND_NAMES = ("Red", "Green", "Blue", "NIR")
+#: label value of a pixel that is ignored by losses and metrics (mask nodata, invalid image)
+IGNORE_INDEX = 255
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,11 @@ class RasterInfo:
     def georeferenced(self) -> bool:
         """True when the file has a CRS and a non-identity transform."""
         return self.crs is not None and self.transform != Affine.identity()
+
+    @property
+    def nodata_value(self) -> float:
+        """The file's nodata value, or :data:`DEFAULT_NODATA` when it declares none."""
+        return float(self.nodata) if self.nodata is not None else DEFAULT_NODATA
 
     @property
     def res(self) -> tuple[float, float]:
@@ -108,7 +115,7 @@ def read_raster(
     with open_raster(p) as ds:
         info = _info(p, ds)
         idx = list(bands) if bands is not None else list(range(1, ds.count + 1))
-        fill = fill_value if fill_value is not None else _fill(info)
+        fill = fill_value if fill_value is not None else info.nodata_value
         try:
             arr = ds.read(
                 idx,
@@ -121,10 +128,6 @@ def read_raster(
             problem = f"cannot read pixels, file truncated or corrupt ({first_line(exc)})"
             raise DataError(f"{p}: {problem}") from None
     return arr, info
-
-
-def _fill(info: RasterInfo) -> float:
-    return float(info.nodata) if info.nodata is not None else DEFAULT_NODATA
 
 
 def valid_pixels(image: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -208,6 +211,3 @@ def write_raster(
     return final
 
 
-def window_transform(transform: Affine, window: Window) -> Affine:
-    """Transform of a window of a raster."""
-    return rasterio.windows.transform(window, transform)

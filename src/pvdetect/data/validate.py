@@ -16,51 +16,14 @@ import numpy as np
 from pvdetect.data.layouts import SPLITS, ChipRecord, LayoutScan, scan_layout
 from pvdetect.data.raster import (
     BAND_NAMES,
-    DEFAULT_NODATA,
     RasterInfo,
     read_raster,
     valid_pixels,
 )
+from pvdetect.data.stats import RunningBandStats
 from pvdetect.errors import DataError
 
 IMAGE_BANDS = 4
-
-
-class RunningBandStats:
-    """Exact streaming per-band count, mean, variance, min and max (Chan et al. merge).
-
-    Feed it ``[C, n]`` blocks of valid pixel values with :meth:`update`.
-    """
-
-    def __init__(self, bands: int) -> None:
-        self.count = 0
-        self.mean = np.zeros(bands, np.float64)
-        self.m2 = np.zeros(bands, np.float64)
-        self.min = np.full(bands, np.inf)
-        self.max = np.full(bands, -np.inf)
-
-    def update(self, values: np.ndarray) -> None:
-        """Add a ``[C, n]`` block of values."""
-        n = values.shape[1]
-        if n == 0:
-            return
-        v = values.astype(np.float64, copy=False)
-        mean = v.mean(axis=1)
-        m2 = ((v - mean[:, None]) ** 2).sum(axis=1)
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
-        self.count = total
-        self.min = np.minimum(self.min, v.min(axis=1))
-        self.max = np.maximum(self.max, v.max(axis=1))
-
-    @property
-    def std(self) -> np.ndarray:
-        """Population standard deviation per band."""
-        if self.count == 0:
-            return np.full_like(self.mean, np.nan)
-        return np.sqrt(self.m2 / self.count)
 
 
 @dataclass
@@ -285,10 +248,6 @@ def _crs_text(info: RasterInfo) -> str:
     return f"EPSG:{epsg}" if epsg else info.crs.to_string()[:60]
 
 
-def _nodata(info: RasterInfo) -> float:
-    return float(info.nodata) if info.nodata is not None else DEFAULT_NODATA
-
-
 def _check_chip(rec: ChipRecord, acc: _SplitAcc, report: CheckReport) -> RasterInfo | None:
     """Check one pair, adding problems and accumulating statistics; returns the image info."""
     problems = report.problems
@@ -317,7 +276,7 @@ def _check_chip(rec: ChipRecord, acc: _SplitAcc, report: CheckReport) -> RasterI
 
     valid = None
     if img_ok:
-        nd = _nodata(img_info)
+        nd = img_info.nodata_value
         if math.isnan(nd):
             bad = np.isinf(image).any(axis=0)
             what = "inf"
@@ -339,7 +298,7 @@ def _check_chip(rec: ChipRecord, acc: _SplitAcc, report: CheckReport) -> RasterI
 
     if mask_ok:
         m = mask[0]
-        nd = _nodata(mask_info)
+        nd = mask_info.nodata_value
         nod = np.isnan(m) if math.isnan(nd) else m == nd
         allowed = (m == 0) | (m == 1) | nod
         if not allowed.all():

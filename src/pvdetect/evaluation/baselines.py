@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pvdetect.data.raster import BAND_NAMES
+from pvdetect.data.raster import BAND_NAMES, IGNORE_INDEX
 from pvdetect.errors import ConfigError, DataError
+from pvdetect.evaluation.metrics import plateau_middle
 
 if TYPE_CHECKING:
     import torch
@@ -57,7 +58,7 @@ def _band(names: Sequence[str], name: str) -> int:
 def _labelled(cache: PackedCache, i: int) -> tuple[np.ndarray, np.ndarray]:
     """(bool labelled-and-valid, bool PV) pixels of chip ``i``."""
     m = np.asarray(cache.masks[i])
-    keep = (m != 255) & np.asarray(cache.valid[i], dtype=bool)
+    keep = (m != IGNORE_INDEX) & np.asarray(cache.valid[i], dtype=bool)
     return keep, (m == 1) & keep
 
 
@@ -154,16 +155,6 @@ def collect_training_pixels(
     )
 
 
-def _plateau_middle(scores: np.ndarray) -> int:
-    """Index in the middle of the first run of maximal scores."""
-    best = scores.max()
-    start = int(np.flatnonzero(scores >= best - 1e-12)[0])
-    end = start
-    while end + 1 < scores.size and scores[end + 1] >= best - 1e-12:
-        end += 1
-    return (start + end) // 2
-
-
 def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     den = 2 * tp + fp + fn
     return np.divide(2 * tp, den, out=np.ones(tp.shape, dtype=np.float64), where=den > 0)
@@ -229,9 +220,9 @@ class NIRThresholdBaseline:
         tp_above, fp_above = p - tp_below, n - fp_below  # pixels >= e[k]
         f_above = _f1(tp_above, fp_above, p - tp_above)
         if f_above.max() > f_below.max() + 1e-12:
-            self.direction, k, self.train_f1 = "above", _plateau_middle(f_above), f_above.max()
+            self.direction, k, self.train_f1 = "above", plateau_middle(f_above), f_above.max()
         else:
-            self.direction, k, self.train_f1 = "below", _plateau_middle(f_below), f_below.max()
+            self.direction, k, self.train_f1 = "below", plateau_middle(f_below), f_below.max()
         self.t = float(e[k])
         span = (p98 - p2) if p2 is not None and p98 is not None and p98 > p2 else e[-1] - e[0]
         self.scale = max(float(span) / 20.0, 1e-3)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from pvdetect.data.raster import IGNORE_INDEX
 from pvdetect.errors import ConfigError
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
     "per_image_confusion",
 ]
 
-IGNORE_INDEX = 255
 THRESHOLD_METRICS = ("f1", "iou")
 
 
@@ -417,14 +417,22 @@ class ThresholdHistogram:
             )
         result = self.sweep()
         scores = result[metric]
-        best = float(scores.max())
-        at_max = np.flatnonzero(scores >= best - 1e-12)
-        start = int(at_max[0])
-        end = start
-        while end + 1 < len(scores) and scores[end + 1] >= best - 1e-12:
-            end += 1
-        k = (start + end) // 2
+        k = plateau_middle(scores)
         return float(result["thresholds"][k]), float(scores[k])
+
+
+def plateau_middle(scores: np.ndarray, tol: float = 1e-12) -> int:
+    """Index in the middle of the first run of maximal ``scores``.
+
+    Thresholds whose scores tie the maximum are often a plateau (no values between them); its
+    middle generalises better than either end. Used for every calibrated threshold.
+    """
+    best = float(np.max(scores))
+    start = int(np.flatnonzero(scores >= best - tol)[0])
+    end = start
+    while end + 1 < len(scores) and scores[end + 1] >= best - tol:
+        end += 1
+    return (start + end) // 2
 
 
 def _to_numpy(a: Any) -> np.ndarray:

@@ -171,7 +171,7 @@ def upscale_dataset(
     dev = resolve_device(device)
     sr = None
     if method == "sr":
-        from pvdetect.model.transforms import load_sr_model
+        from pvdetect.model.sr import load_sr_model
 
         hi: float | list[float] = 10000.0
         if stats_from != "none":

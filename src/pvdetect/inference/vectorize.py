@@ -593,13 +593,6 @@ def write_plants(
     return final
 
 
-def read_plants_count(path: str | os.PathLike) -> int:
-    """Number of features in a vector file (helper for reports and tests)."""
-    import pyogrio
-
-    return int(pyogrio.read_info(str(path))["features"])
-
-
 __all__ = [
     "AreaCalculator",
     "Plant",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
-import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -23,9 +22,11 @@ import torch
 from torch import Tensor, nn
 
 from pvdetect import __version__
-from pvdetect.data.raster import BAND_NAMES, DEFAULT_NODATA, atomic_output
+from pvdetect.data.raster import BAND_NAMES, DEFAULT_NODATA
 from pvdetect.device import autocast_dtype
 from pvdetect.errors import BundleError
+from pvdetect.io import atomic_output, first_line
+from pvdetect.model.preprocessing import Preprocessor, run_model, tta_elements, tta_probs
 
 FORMAT_VERSION = 1
 META_NAME = "bundle.json"
@@ -78,35 +79,32 @@ class BundleMeta:
         return cls(**kwargs)
 
 
-def _d4(x: Tensor, k: int) -> Tensor:
-    """Element ``k`` (0..7) of the dihedral group on the last two dims."""
-    if k >= 4:
-        x = torch.flip(x, dims=(-1,))
-    return torch.rot90(x, k % 4, dims=(-2, -1))
-
-
-def _d4_inverse(x: Tensor, k: int) -> Tensor:
-    x = torch.rot90(x, -(k % 4), dims=(-2, -1))
-    if k >= 4:
-        x = torch.flip(x, dims=(-1,))
-    return x
-
-
 class Bundle:
-    """A loaded bundle: metadata, model, and the exact preprocessing used in training."""
+    """A loaded bundle: metadata, model, and the preprocessing used in training."""
 
     def __init__(self, meta: BundleMeta, model: nn.Module, sr: nn.Module | None = None) -> None:
         self.meta = meta
         self.model = model.eval()
-        self.sr = sr.eval() if sr is not None else None
         self.device = torch.device("cpu")
-        self._mean = torch.tensor(meta.band_stats["mean"], dtype=torch.float32)
-        self._std = torch.tensor(meta.band_stats["std"], dtype=torch.float32)
+        stats = meta.band_stats
+        self.pre = Preprocessor(
+            stats["mean"],
+            stats["std"],
+            factor=int(meta.upscale.factor),
+            method=meta.upscale.method,
+            sr=sr,
+            input_scale=float(meta.input_scale),
+        )
 
     @property
     def factor(self) -> int:
         """Upscaling factor applied before the model."""
         return int(self.meta.upscale.factor)
+
+    @property
+    def sr(self) -> nn.Module | None:
+        """The super-resolution network of an ``sr`` bundle."""
+        return self.pre.sr
 
     @property
     def multiple(self) -> int:
@@ -116,13 +114,10 @@ class Bundle:
         return required_multiple(self.meta.arch, self.meta.encoder)
 
     def to(self, device: str | torch.device) -> Bundle:
-        """Move model (channels_last) and statistics to ``device``."""
+        """Move model (channels_last), statistics and SR network to ``device``."""
         self.device = torch.device(device)
         self.model.to(self.device, memory_format=torch.channels_last)
-        if self.sr is not None:
-            self.sr.to(self.device)
-        self._mean = self._mean.to(self.device)
-        self._std = self._std.to(self.device)
+        self.pre.to(self.device)
         return self
 
     @torch.inference_mode()
@@ -134,47 +129,25 @@ class Bundle:
         Args:
             raw: ``[B, C, H, W]`` reflectance in the bundle's band order (nodata anywhere).
             valid: ``[B, H, W]`` bool, True where the pixel is valid.
-            tta: average the 8 flips/rotations of the dihedral group.
+            tta: average the flips/rotations of the dihedral group (8 for square tiles).
             native: with an upscaling bundle, average the upscaled prediction back onto the
                 input grid (True) or return it at the upscaled resolution (False).
 
         Returns:
             float32 ``[B, H', W']`` probabilities, 0 at invalid pixels.
         """
-        from pvdetect.model.transforms import (
-            downscale_probs,
-            normalize,
-            upscale_batch,
-            upscale_mask,
-        )
-
         raw = raw.to(self.device, torch.float32, non_blocking=True)
         valid = valid.to(self.device, non_blocking=True).bool()
-        x = normalize(raw * self.meta.input_scale, valid, self._mean, self._std)
-        vout = valid
-        if self.factor > 1:
-            x, vout = upscale_batch(x, valid, self.factor, self.meta.upscale.method, self.sr)
-        ks = range(8) if tta else (0,)
-        probs = torch.zeros(x.shape[0], x.shape[2], x.shape[3], device=self.device)
-        for k in ks:
-            probs += _d4_inverse(self._forward(_d4(x, k)), k)
-        probs /= len(ks)
-        if self.factor > 1 and native:
-            probs = downscale_probs(probs, self.factor)
-            vout = valid
-        elif self.factor > 1:
-            vout = upscale_mask(valid.to(torch.uint8), self.factor).bool()
-        return probs * vout
+        x, _ = self.pre.model_input(raw, valid)
+        elements = tta_elements(*x.shape[-2:]) if tta else (0,)
+        probs = tta_probs(self._forward, x, elements)
+        return self.pre.output_probs(probs, valid, native)
 
     def _forward(self, x: Tensor) -> Tensor:
-        """Sigmoid of the model on normalised input, padded to the model's multiple."""
-        from pvdetect.model.transforms import pad_to_multiple
-
-        h, w = x.shape[-2:]
-        x = pad_to_multiple(x, self.multiple).contiguous(memory_format=torch.channels_last)
+        """Sigmoid of the model on normalised input ``[B, C, H, W]`` -> ``[B, H, W]``."""
         with torch.autocast(self.device.type, dtype=autocast_dtype(self.device)):
-            logits = self.model(x)
-        return torch.sigmoid(logits.float())[:, 0, :h, :w]
+            logits = run_model(self.model, x, self.multiple)
+        return torch.sigmoid(logits.float())[:, 0]
 
 
 def _write_weights(model: nn.Module, path: Path) -> None:
@@ -185,24 +158,22 @@ def _write_weights(model: nn.Module, path: Path) -> None:
 
 
 def _copy_sr_weights(src: Path, dst: Path) -> None:
-    """Store SR weights as safetensors, whatever format the user gave."""
+    """Store SR weights as safetensors, whatever format the user gave.
+
+    The tensors are read by :func:`~pvdetect.model.factory.read_state_dict`, the reader
+    training uses, so the bundle ships exactly the network that training ran (for a BasicSR
+    checkpoint holding both ``params_ema`` and ``params``: the EMA weights).
+    """
     from safetensors.torch import save_file
 
-    if src.suffix == ".safetensors":
-        shutil.copyfile(src, dst)
-        return
+    from pvdetect.errors import ConfigError
+    from pvdetect.model.factory import read_state_dict
+
     try:
-        state = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise BundleError(f"{src}: cannot read super-resolution weights ({exc})") from None
-    for key in ("params_ema", "params", "state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    tensors = {k: v.contiguous() for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise BundleError(f"{src}: no tensors found in super-resolution weights")
-    save_file(tensors, str(dst))
+        state = read_state_dict(src)
+    except ConfigError as exc:
+        raise BundleError(f"cannot read super-resolution weights: {exc}") from None
+    save_file({k: v.contiguous() for k, v in state.items()}, str(dst))
 
 
 def save_bundle(path: str | Path, model: nn.Module, meta: BundleMeta) -> Path:
@@ -312,11 +283,10 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
             state = load_file(str(weights))
             model.load_state_dict(state)
         except (SafetensorError, RuntimeError, OSError) as exc:
-            first = str(exc).strip().splitlines()[0][:200]
-            raise BundleError(f"{path}: weights do not load ({first})") from None
+            raise BundleError(f"{path}: weights do not load ({first_line(exc)})") from None
         sr = None
         if meta.upscale.factor > 1 and meta.upscale.method == "sr":
-            from pvdetect.model.transforms import load_sr_model
+            from pvdetect.model.sr import load_sr_model
 
             sr_file = d / (meta.upscale.sr_weights or SR_NAME)
             if not sr_file.is_file():

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from pvdetect.errors import ConfigError
+from pvdetect.io import first_line
 
 #: architecture names accepted by :func:`build_model` (all that the installed smp offers)
 ARCHITECTURES: tuple[str, ...] = tuple(smp.MODEL_ARCHITECTURES_MAPPING)
@@ -53,6 +54,8 @@ _ARCH_KWARGS: dict[str, dict[str, Any]] = {
 #: smallest input side some architectures accept (PAN's pyramid pooling halves 1/16 three times)
 _MIN_SIZE: dict[str, int] = {"pan": 128}
 
+#: keys under which checkpoints nest their state dict, in order of preference
+STATE_WRAPPERS = ("state_dict", "model_state_dict", "model", "params_ema", "params")
 _STATE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
 
@@ -110,7 +113,7 @@ def _create(arch: str, encoder: str, in_channels: int, classes: int, **kwargs: A
     try:
         return _smp_create(arch, encoder, in_channels, classes, **kwargs)
     except (ValueError, KeyError, TypeError, AttributeError, NotImplementedError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc, 500)
         raise ConfigError(f"cannot build {arch} with encoder {encoder!r}: {msg[:300]}") from None
 
 
@@ -273,7 +276,7 @@ def _hub_encoder_state(arch: str, encoder: str, name: str, target: Path) -> dict
     try:
         model = _smp_create(arch, encoder, 3, 1, encoder_weights=hub_name)
     except Exception as exc:  # noqa: BLE001 - hub/network errors come in many types
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ConfigError(
             f"cannot download {name!r} weights for encoder {encoder!r} ({first}); without network, "
             f"put the encoder state dict (3-channel RGB, as smp publishes it) at {target} "
@@ -346,12 +349,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         else:
             raw = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt files raise many types
-        msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
             f"{p}: not a readable weights file (safetensors, or a torch state dict readable "
-            f"with weights_only=True): {msg}"
+            f"with weights_only=True): {first_line(exc)}"
         ) from None
-    for wrapper in ("state_dict", "model_state_dict", "model", "params", "params_ema"):
+    # BasicSR / Real-ESRGAN checkpoints hold the EMA weights (the ones to use) beside the raw
+    # ones: ``params_ema`` wins over ``params``
+    for wrapper in STATE_WRAPPERS:
         if isinstance(raw, Mapping) and isinstance(raw.get(wrapper), Mapping):
             raw = raw[wrapper]
             break
@@ -457,20 +461,3 @@ def min_input_size(arch: str, encoder: str) -> int:
     mult = required_multiple(arch, encoder)
     need = max(_MIN_SIZE.get(arch.lower(), mult), mult)
     return -(-need // mult) * mult
-
-
-def describe_model(model: nn.Module) -> dict[str, Any]:
-    """Short description: class, encoder, parameter counts and float32 size."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    encoder = getattr(model, "encoder", None)
-    enc_params = sum(p.numel() for p in encoder.parameters()) if encoder is not None else 0
-    return {
-        "class": type(model).__name__,
-        "encoder_class": type(encoder).__name__ if encoder is not None else None,
-        "params": int(total),
-        "trainable_params": int(trainable),
-        "encoder_params": int(enc_params),
-        "size_mb": round(total * 4 / 1e6, 2),
-        "output_stride": int(getattr(encoder, "output_stride", 0) or 0) or None,
-    }

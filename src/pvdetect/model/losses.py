@@ -53,14 +53,14 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pvdetect.data.raster import IGNORE_INDEX
 from pvdetect.errors import ConfigError
 
 __all__ = [
@@ -68,16 +68,13 @@ __all__ = [
     "BCEFocalJaccardLoss",
     "DiceLoss",
     "FocalLoss",
-    "LossConfig",
     "LovaszHingeLoss",
     "SoftJaccardLoss",
     "WeightedBCELoss",
     "build_loss",
-    "build_loss_from_config",
     "prepare_inputs",
 ]
 
-IGNORE_INDEX = 255
 
 
 def prepare_inputs(
@@ -420,65 +417,3 @@ def build_loss(name: str = "bce_focal_jaccard", **params: Any) -> nn.Module:
             f"it takes: {', '.join(accepted)}"
         )
     return LOSSES[key](**params)
-
-
-@dataclass
-class LossConfig:
-    """Loss choice and parameters (defaults: the ``bce_focal_jaccard`` training loss).
-
-    Only the fields that the chosen loss takes are used (see :data:`LOSSES`); e.g. ``name="dice"``
-    uses just ``eps``.
-
-    Attributes:
-        name: loss name.
-        bce_weight: weight of the weighted BCE term in ``bce_focal_jaccard``.
-        focal_weight: weight of the focal term in ``bce_focal_jaccard``.
-        jaccard_weight: weight of the Jaccard term in ``bce_focal_jaccard``.
-        pos_weight: BCE weight of PV pixels.
-        neg_weight: BCE weight of background pixels.
-        alpha: focal PV-class weight (background gets ``1 - alpha``).
-        gamma: focal exponent.
-        pv_weight: weight of the PV-class soft Jaccard loss.
-        background_weight: weight of the background-class soft Jaccard loss.
-        eps: smoothing of the soft Jaccard and Dice losses (in pixels).
-        per_image: Lovasz hinge per image (True) or over the whole batch.
-    """
-
-    name: str = "bce_focal_jaccard"
-    bce_weight: float = 0.3
-    focal_weight: float = 0.3
-    jaccard_weight: float = 0.4
-    pos_weight: float = 2.0
-    neg_weight: float = 1.0
-    alpha: float = 0.8
-    gamma: float = 1.5
-    pv_weight: float = 0.85
-    background_weight: float = 0.15
-    eps: float = 1.0
-    per_image: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of all fields."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> LossConfig:
-        """From a mapping; unknown keys raise ConfigError naming them."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(
-                f"unknown loss option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
-            )
-        return cls(**dict(d))
-
-
-def build_loss_from_config(config: LossConfig | Mapping[str, Any]) -> nn.Module:
-    """Build the loss described by a :class:`LossConfig` (or an equivalent mapping)."""
-    if not isinstance(config, LossConfig):
-        config = LossConfig.from_dict(config)
-    key = str(config.name).strip().lower().replace("-", "_")
-    if key not in LOSSES:
-        raise ConfigError(f"unknown loss {config.name!r}; valid losses: {', '.join(LOSSES)}")
-    values = config.to_dict()
-    return build_loss(key, **{k: values[k] for k in _accepted(key)})

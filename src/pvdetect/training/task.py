@@ -32,15 +32,8 @@ from pvdetect.config import TrainConfig, config_from_dict
 from pvdetect.evaluation.metrics import ThresholdHistogram
 from pvdetect.model.factory import build_model, required_multiple
 from pvdetect.model.losses import build_loss
-from pvdetect.model.transforms import (
-    d4_augment,
-    downscale_probs,
-    normalize,
-    pad_to_multiple,
-    random_crop,
-    upscale_batch,
-    upscale_mask,
-)
+from pvdetect.model.preprocessing import Preprocessor, run_model
+from pvdetect.model.transforms import d4_augment, random_crop, upscale_mask
 
 __all__ = ["HIST_BINS", "SegmentationTask", "cosine_factor"]
 
@@ -62,7 +55,7 @@ class SegmentationTask(L.LightningModule):
         config: The training configuration (a :class:`~pvdetect.config.TrainConfig` or its
             dict form).
         band_stats: Training-split band statistics (``mean``, ``std``, ...), as
-            :class:`~pvdetect.data.packed.BandStats` or dict.
+            :class:`~pvdetect.data.stats.BandStats` or dict.
         in_channels: Number of input bands.
         chip_size: ``(height, width)`` of the packed chips at the native resolution.
         pretrained: Load ``config.model.weights`` (False when the weights come from a
@@ -101,8 +94,13 @@ class SegmentationTask(L.LightningModule):
         )
         self.loss_fn = build_loss(cfg.loss.name, **cfg.loss.params)
         self.multiple = required_multiple(cfg.model.arch, cfg.model.encoder)
-        self.register_buffer("band_mean", torch.tensor(stats["mean"], dtype=torch.float32))
-        self.register_buffer("band_std", torch.tensor(stats["std"], dtype=torch.float32))
+        self.pre = Preprocessor(
+            stats["mean"],
+            stats["std"],
+            factor=self.factor,
+            method=cfg.upscale.method,
+            sr_loader=self._load_sr,
+        )
         side = min(self.chip_size) * self.factor
         crop = cfg.data.crop_size if cfg.data.crop_size is not None else side
         if crop > side:
@@ -113,7 +111,6 @@ class SegmentationTask(L.LightningModule):
                 f"({self.chip_size[0]}x{self.chip_size[1]} px x{self.factor})"
             )
         self.crop_size = int(crop)
-        self._sr_model: nn.Module | None = None
         self._configured = False
         self._reset_epoch_state()
         #: histograms and loss of the last finished validation epoch (for calibration)
@@ -158,34 +155,22 @@ class SegmentationTask(L.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[B, 1, H, W]`` of normalised input, padded to the model's multiple."""
-        h, w = x.shape[-2:]
-        x = pad_to_multiple(x, self.multiple)
-        logits = self.model(x.contiguous(memory_format=torch.channels_last))
-        return logits[..., :h, :w]
+        return run_model(self.model, x, self.multiple)
 
-    def sr_model(self) -> nn.Module | None:
-        """The frozen super-resolution network (method ``sr``), loaded on first use."""
+    def _load_sr(self) -> nn.Module:
+        """The frozen super-resolution network of method ``sr`` (loaded on first use)."""
+        from pvdetect.model.sr import load_sr_model
+
+        stats = self.hparams["band_stats"]
         up = self.cfg.upscale
-        if self.factor == 1 or up.method != "sr":
-            return None
-        if self._sr_model is None:
-            from pvdetect.model.transforms import load_sr_model
+        return load_sr_model(up.sr_weights, factor=self.factor, mean=stats["mean"], std=stats["std"])
 
-            sr = load_sr_model(
-                up.sr_weights,
-                factor=self.factor,
-                mean=self.hparams["band_stats"]["mean"],
-                std=self.hparams["band_stats"]["std"],
-            )
-            for p in sr.parameters():
-                p.requires_grad_(False)
-            # kept out of the module tree: not trained, not checkpointed
-            self.__dict__["_sr_model"] = sr.eval()
-        sr = self.__dict__["_sr_model"]
-        param = next(sr.parameters(), None)
-        if param is not None and param.device != self.device:
-            sr.to(self.device)
-        return sr
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints of pvdetect 0.1 stored the band statistics as buffers; they now come
+        from the hyper-parameters, so those entries are dropped."""
+        state = checkpoint.get("state_dict", {})
+        for key in ("band_mean", "band_std"):
+            state.pop(key, None)
 
     def _generator(self, batch_idx: int) -> torch.Generator:
         rank = self.trainer.global_rank if self._trainer is not None else 0
@@ -211,24 +196,13 @@ class SegmentationTask(L.LightningModule):
             )
         if self.cfg.data.augment:
             x, mask, valid = d4_augment(x, mask, valid, generator=generator)
-        x = normalize(x, valid, self.band_mean, self.band_std)
-        if self.factor > 1:
-            x, valid = upscale_batch(
-                x, valid, self.factor, self.cfg.upscale.method, self.sr_model()
-            )
-            mask = upscale_mask(mask, self.factor)
-        return x, mask, valid
+        x, valid_up = self.pre.model_input(x, valid)
+        return x, upscale_mask(mask, self.factor), valid_up
 
     def prepare_eval(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """Whole chips, normalised and upscaled: ``(x, mask, valid)`` at model resolution."""
-        x, mask, valid = batch["image"], batch["mask"], batch["valid"].bool()
-        x = normalize(x, valid, self.band_mean, self.band_std)
-        if self.factor > 1:
-            x, valid = upscale_batch(
-                x, valid, self.factor, self.cfg.upscale.method, self.sr_model()
-            )
-            mask = upscale_mask(mask, self.factor)
-        return x, mask, valid
+        x, valid = self.pre.model_input(batch["image"], batch["valid"].bool())
+        return x, upscale_mask(batch["mask"], self.factor), valid
 
     # ------------------------------------------------------------------ steps
 
@@ -251,8 +225,9 @@ class SegmentationTask(L.LightningModule):
         probs = torch.sigmoid(logits.float())[:, 0]
         self.val_hist.update(probs, mask, valid)
         if self.factor > 1:
-            native = downscale_probs(probs, self.factor)
-            self.val_hist_native.update(native, batch["mask"], batch["valid"].bool())
+            valid_native = batch["valid"].bool()
+            native = self.pre.output_probs(probs, valid_native, native=True)
+            self.val_hist_native.update(native, batch["mask"], valid_native)
 
     # ------------------------------------------------------------------ epoch ends
 
