@@ -20,7 +20,15 @@ import numpy as np
 
 from pvdetect.errors import OutputError
 
-__all__ = ["atomic_output", "clean_json", "first_line", "write_json", "write_text"]
+__all__ = [
+    "atomic_output",
+    "check_out_dir",
+    "clean_json",
+    "first_line",
+    "prepare_out_dir",
+    "write_json",
+    "write_text",
+]
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
@@ -93,3 +101,36 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_output(final) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return final
+
+
+def check_out_dir(path: str | os.PathLike) -> Path:
+    """Check that ``path`` can become an output folder, without creating anything.
+
+    Called before the inputs are read, so that a long run never ends in a write error, while
+    a run that fails on its inputs leaves no empty folder behind.
+
+    Raises:
+        OutputError: ``path`` is a file, or the nearest existing folder above it is not
+            writable.
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"{out}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{out}: {probe} is not writable")
+    return out
+
+
+def prepare_out_dir(path: str | os.PathLike) -> Path:
+    """Create an output folder (and its parents) once the inputs are known to be good."""
+    out = check_out_dir(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot create output folder ({exc.strerror or exc})") from None
+    return out

@@ -11,6 +11,7 @@ import torch
 from affine import Affine
 
 from pvdetect.cli import main
+from pvdetect.data.packed import load_split
 from pvdetect.data.raster import write_raster
 from pvdetect.evaluation.baselines import (
     LogisticBaseline,
@@ -22,7 +23,7 @@ from pvdetect.evaluation.baselines import (
     fit_baselines,
     run_baselines,
 )
-from pvdetect.evaluation.engine import SECTIONS, load_split
+from pvdetect.evaluation.sections import SECTIONS
 
 ND = -9999.0
 PLANTED = 1500.0

@@ -12,9 +12,12 @@ import torch
 from affine import Affine
 
 from pvdetect.cli import main
+from pvdetect.data.packed import load_split
 from pvdetect.data.raster import read_raster, write_raster
 from pvdetect.evaluation.baselines import run_baselines
-from pvdetect.evaluation.engine import SECTIONS, evaluate_predictor, load_split, select_grid
+from pvdetect.evaluation.engine import EvalSettings, evaluate_predictor
+from pvdetect.evaluation.grids import select_grid
+from pvdetect.evaluation.sections import SECTIONS
 
 ND = -9999.0
 CRS = "EPSG:32633"
@@ -68,7 +71,7 @@ def nir_prob_np(img: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(2050.0 - img[3].astype(np.float64)) / 250.0))
 
 
-def nir_prob_torch(raw: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def nir_prob_torch(raw: torch.Tensor, valid: torch.Tensor, indices=None) -> torch.Tensor:
     """The same fake model on tensors (float64 so both agree bit for bit at the threshold)."""
     p = torch.sigmoid((2050.0 - raw[:, 3].double()) / 250.0)
     return (p * valid).float()
@@ -105,7 +108,9 @@ def numpy_reference(root: Path, split: str, threshold: float) -> dict:
 
 def test_metrics_agree_with_numpy(dataset: Path, tmp_path: Path) -> None:
     cache, idx = load_split(dataset, "test", cache_dir=tmp_path / "cache")
-    ev = evaluate_predictor(nir_prob_torch, cache, idx, 0.5, batch_size=2, split="test")
+    ev = evaluate_predictor(
+        nir_prob_torch, cache, idx, 0.5, EvalSettings(batch_size=2, split="test")
+    )
     m = ev.metrics
     ref = numpy_reference(dataset, "test", 0.5)
 
@@ -167,7 +172,7 @@ def test_object_metrics_and_areas(dataset: Path, tmp_path: Path) -> None:
         m = torch.from_numpy(np.asarray(cache.masks[indices])).to(raw.device)
         return ((m == 1) & valid).float()
 
-    ob = evaluate_predictor(oracle, cache, idx, 0.5, split="test").metrics["object"]
+    ob = evaluate_predictor(oracle, cache, idx, 0.5, EvalSettings(split="test")).metrics["object"]
     ref = numpy_reference(dataset, "test", 0.5)
     n_pv = sum(v["truth"].sum() for v in ref.values())
     assert ob["n_true"] > 0
@@ -176,7 +181,7 @@ def test_object_metrics_and_areas(dataset: Path, tmp_path: Path) -> None:
     assert ob["area_error_ha"] == pytest.approx(0.0)
     # now an empty prediction: every plant missed, detected area zero
     empty = evaluate_predictor(
-        lambda r, v: torch.zeros_like(v, dtype=torch.float32), cache, idx, 0.5
+        lambda r, v, i: torch.zeros_like(v, dtype=torch.float32), cache, idx, 0.5
     ).metrics["object"]
     assert empty["recall"] == 0.0 and empty["n_pred"] == 0
     assert empty["area_error_ha"] == pytest.approx(-n_pv * 0.01)
@@ -187,17 +192,17 @@ def test_upscaled_evaluation_matches_native_counts(dataset: Path, tmp_path: Path
     cache, idx = load_split(dataset, "test", cache_dir=tmp_path / "cache")
     native = evaluate_predictor(nir_prob_torch, cache, idx, 0.5).metrics
 
-    def up(raw: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def up(raw: torch.Tensor, valid: torch.Tensor, indices: np.ndarray) -> torch.Tensor:
         p = nir_prob_torch(raw, valid)
         return p.repeat_interleave(2, -2).repeat_interleave(2, -1)
 
-    ups = evaluate_predictor(up, cache, idx, 0.5, upscale_factor=2).metrics
+    ups = evaluate_predictor(up, cache, idx, 0.5, EvalSettings(upscale_factor=2)).metrics
     for k in ("tp", "fp", "fn", "tn"):
         assert ups["pixel"][k] == 4 * native["pixel"][k]
     assert ups["object"]["total_true_ha"] == pytest.approx(native["object"]["total_true_ha"])
     assert ups["data"]["resolution"] == "upscaled x2"
     with pytest.raises(Exception, match="do not match"):
-        evaluate_predictor(up, cache, idx, 0.5, upscale_factor=1)
+        evaluate_predictor(up, cache, idx, 0.5, EvalSettings(upscale_factor=1))
 
 
 def test_select_grid_best_and_worst() -> None:
@@ -217,7 +222,7 @@ def test_select_grid_best_and_worst() -> None:
 
 def test_grid_chips_are_repredicted(dataset: Path, tmp_path: Path) -> None:
     cache, idx = load_split(dataset, "test", cache_dir=tmp_path / "cache")
-    ev = evaluate_predictor(nir_prob_torch, cache, idx, 0.5, n_grid=2)
+    ev = evaluate_predictor(nir_prob_torch, cache, idx, 0.5, EvalSettings(n_grid=2))
     assert 1 <= len(ev.grids) <= 4
     keys = [g.key for g in ev.grids]
     assert len(set(keys)) == len(keys)
@@ -373,7 +378,7 @@ def test_cli_bad_threshold(
 def test_real_data_val_split(austria_root: Path, tmp_path: Path) -> None:
     """The real chips: NIR fake model on the val split; counts agree with the cache masks."""
     cache, idx = load_split(austria_root, "val", cache_dir=tmp_path / "cache")
-    ev = evaluate_predictor(nir_prob_torch, cache, idx, 0.5, split="val", n_grid=1)
+    ev = evaluate_predictor(nir_prob_torch, cache, idx, 0.5, EvalSettings(split="val", n_grid=1))
     m = ev.metrics
     lab = np.asarray(cache.masks[idx]) != 255
     assert m["pixel"]["n_valid"] == int(lab.sum())

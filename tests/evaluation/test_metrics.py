@@ -375,15 +375,19 @@ def test_object_metrics_empty_masks_are_finite() -> None:
 
 def test_object_accumulator_sums_images() -> None:
     pred, true = _scene()
-    acc = ObjectAccumulator(pixel_area_m2=100.0)
-    acc.update(np.stack([pred, pred]), np.stack([true, true]))
-    acc.add(object_metrics(np.zeros_like(pred), true))  # both plants missed
-    assert acc.images == 3
+    acc = ObjectAccumulator()
+    acc.add(pred, true, None, 100.0)
+    acc.add(pred, true, None, 100.0)
+    acc.add(np.zeros_like(pred), true, None, 100.0)  # both plants missed
+    acc.add(np.zeros_like(pred), np.zeros_like(true), None, 100.0)  # nothing to match
+    assert acc.images == 4
     r = acc.result
     assert (r.tp, r.fp, r.fn) == (2, 6, 4)
     assert r.mean_abs_area_error_ha == pytest.approx(0.04)
     assert r.total_true_ha == pytest.approx(3 * 0.68)
-    assert len(r.pairs) == 2
-    d = acc.to_dict()
-    assert d["images"] == 3 and d["recall"] == pytest.approx(2 / 6)
+    assert r.pairs == []  # per-pair lists are not kept over a split
+    d = acc.section()
+    assert d["recall"] == pytest.approx(2 / 6)
+    assert d["n_true"] == 6 and d["n_pred"] == 8
+    assert d["area_error_ha"] == pytest.approx(r.total_pred_ha - r.total_true_ha)
     assert isinstance(ObjectMetrics() + r, ObjectMetrics)

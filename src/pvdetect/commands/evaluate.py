@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pvdetect.evaluation.engine import evaluate_bundle
+from pvdetect.evaluation.evaluate import EvaluateOptions, evaluate_bundle
 from pvdetect.evaluation.report import summary_line
 
 
@@ -74,16 +74,18 @@ def run(args: argparse.Namespace) -> int:
         args.data,
         args.split,
         args.out,
-        batch_size=args.batch_size,
-        device=args.device,
-        tta=args.tta,
-        threshold=args.threshold,
-        native=args.native,
-        baselines=args.baselines,
-        baselines_json=args.baselines_json,
-        seed=args.seed,
-        cache_dir=args.cache_dir,
-        progress=not args.quiet,
+        EvaluateOptions(
+            batch_size=args.batch_size,
+            device=args.device,
+            tta=args.tta,
+            threshold=args.threshold,
+            native=args.native,
+            baselines=args.baselines,
+            baselines_json=args.baselines_json,
+            seed=args.seed,
+            cache_dir=args.cache_dir,
+            progress=not args.quiet,
+        ),
     )
     px, th, ob = m["pixel"], m["threshold"], m["object"]
     print(summary_line(f"{args.split}", px, th, ob))

@@ -31,7 +31,7 @@ import random
 import re
 import stat
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,6 +225,21 @@ def site_split(
     for site in order[pos:]:
         assignment[site] = "train"
     return assignment
+
+
+def dataset_root(records: Sequence[ChipRecord]) -> Path:
+    """The dataset folder that holds every chip of ``records`` (for every layout).
+
+    The common folder of all images and masks, above ``split/input``, ``split/labels``,
+    ``images`` and ``masks`` folders; the working folder when there are no records.
+    """
+    paths = [str(p.resolve().parent) for r in records for p in (r.image, r.mask)]
+    root = Path(os.path.commonpath(paths)) if paths else Path.cwd()
+    if root.name in ("input", "labels", "images", "masks"):
+        root = root.parent
+    if root.name in SPLITS:
+        root = root.parent
+    return root
 
 
 def site_from_name(stem: str) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
-from pvdetect.data.layouts import ChipRecord, dir_writable
+from pvdetect.data.layouts import ChipRecord, dataset_root, dir_writable
 from pvdetect.data.raster import (
     IGNORE_INDEX,
     RasterInfo,
@@ -118,6 +118,11 @@ class PackedCache:
         """``(N, C, H, W)`` of :attr:`images`."""
         return tuple(self.images.shape)  # type: ignore[return-value]
 
+    @property
+    def root(self) -> Path:
+        """The dataset folder of the cached chips."""
+        return dataset_root(self.records)
+
     def indices(self, split: str) -> np.ndarray:
         """int64 positions of the chips of ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
         return np.array([i for i, r in enumerate(self.records) if r.split == split], np.int64)
@@ -160,13 +165,7 @@ class ChipDataset(torch.utils.data.Dataset):
 
 def default_cache_dir(records: Sequence[ChipRecord]) -> Path:
     """``ROOT/.pvdetect_cache`` where ROOT holds all files, else ``~/.cache/pvdetect``."""
-    paths = [str(p.resolve().parent) for r in records for p in (r.image, r.mask)]
-    root = Path(os.path.commonpath(paths)) if paths else Path.cwd()
-    # ROOT of the Brazil layout sits above split/input; of images/masks above images
-    if root.name in ("input", "labels", "images", "masks"):
-        root = root.parent
-    if root.name in ("train", "val", "test"):
-        root = root.parent
+    root = dataset_root(records)
     target = root / CACHE_DIR_NAME
     if target.is_dir() and dir_writable(target):
         return target
@@ -394,3 +393,27 @@ def _remove_stale(base: Path, ds_id: str, keep: str) -> None:
         if isinstance(meta, dict) and meta.get("dataset_id") == ds_id:
             log.info("removing stale packed cache %s", p)
             shutil.rmtree(p, ignore_errors=True)
+
+
+def load_split(
+    data_root: str | Path,
+    split: str,
+    *,
+    band_order: Sequence[int] | None = None,
+    cache_dir: Path | None = None,
+) -> tuple[PackedCache, np.ndarray]:
+    """Find the chips of a dataset, pack them, and return the cache with a split's indices.
+
+    Raises:
+        DataError: the dataset cannot be read or the split has no chips.
+    """
+    from pvdetect.data.layouts import find_chips
+
+    root = Path(data_root)
+    records = find_chips(root)
+    cache = build_cache(records, cache_dir=cache_dir, band_order=band_order)
+    idx = np.asarray(cache.indices(split), dtype=np.int64)
+    if idx.size == 0:
+        have = sorted({r.split for r in records})
+        raise DataError(f"{root}: split '{split}' has no chips (splits found: {', '.join(have)})")
+    return cache, idx

@@ -209,5 +209,3 @@ def write_raster(
                     for i, d in enumerate(descriptions[: arr.shape[0]], start=1):
                         dst.set_band_description(i, d)
     return final
-
-

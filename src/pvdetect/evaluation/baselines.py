@@ -36,6 +36,7 @@ import numpy as np
 from pvdetect.data.raster import BAND_NAMES, IGNORE_INDEX
 from pvdetect.errors import ConfigError, DataError
 from pvdetect.evaluation.metrics import plateau_middle
+from pvdetect.io import check_out_dir, prepare_out_dir, write_json, write_text
 
 if TYPE_CHECKING:
     import torch
@@ -237,7 +238,7 @@ class NIRThresholdBaseline:
             "train_f1": float(self.train_f1),
         }
 
-    def __call__(self, raw: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def __call__(self, raw: torch.Tensor, valid: torch.Tensor, indices: Any = None) -> torch.Tensor:
         """``sigmoid(+-(t - NIR) / scale)``; 0 at invalid pixels."""
         import torch
 
@@ -347,7 +348,7 @@ class LogisticBaseline:
         f = (self.features(x) - self.mean) / self.std
         return _sigmoid(f @ self.coef + self.intercept)
 
-    def __call__(self, raw: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def __call__(self, raw: torch.Tensor, valid: torch.Tensor, indices: Any = None) -> torch.Tensor:
         """Probabilities ``[B, H, W]`` on the device; 0 at invalid pixels."""
         import torch
 
@@ -415,7 +416,7 @@ def fit_baselines(
         )
     train = cache.indices("train")
     if len(train) == 0:
-        raise DataError(f"{_root(cache)}: no training chips to fit the baselines on")
+        raise DataError(f"{cache.root}: no training chips to fit the baselines on")
     nir = _band(band_names, "NIR")
     px = collect_training_pixels(cache, train, nir_band=nir, sample_size=sample_size, seed=seed)
     out: dict[str, Any] = {}
@@ -428,10 +429,6 @@ def fit_baselines(
         else:
             out[name] = LogisticBaseline(band_names, class_weight=class_weight).fit(px)
     return out
-
-
-def _root(cache: PackedCache) -> str:
-    return str(cache.records[0].image.parent.parent.parent) if cache.records else "dataset"
 
 
 def evaluate_baselines(
@@ -447,12 +444,12 @@ def evaluate_baselines(
     band_names: Sequence[str] = BAND_NAMES,
     class_weight: str | None = None,
 ) -> dict[str, Evaluation]:
-    """Fit on the training split, evaluate every baseline on ``split``."""
-    from pvdetect.evaluation.engine import evaluate_predictor
+    """Fit on the training split, evaluate every baseline on ``split`` with the engine."""
+    from pvdetect.evaluation.engine import EvalSettings, evaluate_predictor
 
     idx = cache.indices(split)
     if len(idx) == 0:
-        raise DataError(f"{_root(cache)}: split '{split}' has no chips")
+        raise DataError(f"{cache.root}: split '{split}' has no chips")
     fitted = fit_baselines(
         cache,
         seed=seed,
@@ -463,27 +460,23 @@ def evaluate_baselines(
     )
     results = {}
     for name, b in fitted.items():
-        info = {
-            "name": name,
-            "kind": "baseline",
-            "params": b.params(),
-            "fitted_on": "train",
-            "seed": seed,
-        }
-        results[name] = evaluate_predictor(
-            b,
-            cache,
-            idx,
-            b.threshold,
+        settings = EvalSettings(
             batch_size=batch_size,
             device=device,
             band_stats=cache.stats.to_dict(),
             band_names=band_names,
             n_grid=n_grid,
             threshold_source="fitted on the training split",
-            model_info=info,
+            model_info={
+                "name": name,
+                "kind": "baseline",
+                "params": b.params(),
+                "fitted_on": "train",
+                "seed": seed,
+            },
             split=split,
         )
+        results[name] = evaluate_predictor(b, cache, idx, b.threshold, settings)
     return results
 
 
@@ -501,17 +494,19 @@ def run_baselines(
 ) -> dict[str, Any]:
     """Fit and evaluate all baselines; with ``out_dir`` write metrics.json and report.html.
 
+    The output folder is created only once the data have been read.
+
     Returns:
         ``{"baselines": {name: metrics}, "split": split, "seed": seed}``.
     """
+    from pvdetect.data.packed import load_split
     from pvdetect.device import resolve_device
-    from pvdetect.evaluation.engine import load_split, prepare_out_dir, write_json, write_text
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     if sample_size < 100:
         raise ConfigError(f"--sample-size must be >= 100, got {sample_size}")
-    out = prepare_out_dir(out_dir) if out_dir is not None else None
+    out = check_out_dir(out_dir) if out_dir is not None else None
     dev = resolve_device(device)
     cache, _ = load_split(data_root, split, cache_dir=cache_dir)
     evals = evaluate_baselines(
@@ -529,36 +524,38 @@ def run_baselines(
         e.metrics["data"]["device"] = str(dev)
     result = {"baselines": {k: e.metrics for k, e in evals.items()}, "split": split, "seed": seed}
     if out is not None:
-        from pvdetect.evaluation.report import (
-            comparison_section,
-            evaluation_section,
-            html_page,
-            info_table,
-        )
-
-        n = next(iter(evals.values())).metrics["data"]["n_images"]
-        body = [
-            info_table(
-                {
-                    "data": root,
-                    "split": split,
-                    "chips": n,
-                    "seed": seed,
-                    "fitted on": "training split",
-                }
-            ),
-            '<p class="note">' + _definitions_html() + "</p>",
-            comparison_section(result["baselines"]),
-        ]
-        for name, e in evals.items():
-            body.append(
-                evaluation_section(
-                    e.metrics, e.grids, heading=f"Baseline: {name}", compact=True, anchor=name
-                )
-            )
+        prepare_out_dir(out)
         write_json(out / "metrics.json", result)
-        write_text(out / "report.html", html_page(f"pvdetect baselines: {split}", "\n".join(body)))
+        write_text(out / "report.html", _report(result, evals, root, split, seed))
     return result
+
+
+def _report(
+    result: dict[str, Any], evals: dict[str, Evaluation], root: str, split: str, seed: int
+) -> str:
+    """The HTML page of the baselines."""
+    from pvdetect.evaluation.report import (
+        comparison_section,
+        evaluation_section,
+        html_page,
+        info_table,
+    )
+
+    n = next(iter(evals.values())).metrics["data"]["n_images"]
+    body = [
+        info_table(
+            {"data": root, "split": split, "chips": n, "seed": seed, "fitted on": "training split"}
+        ),
+        '<p class="note">' + _definitions_html() + "</p>",
+        comparison_section(result["baselines"]),
+    ]
+    for name, e in evals.items():
+        body.append(
+            evaluation_section(
+                e.metrics, e.grids, heading=f"Baseline: {name}", compact=True, anchor=name
+            )
+        )
+    return html_page(f"pvdetect baselines: {split}", "\n".join(body))
 
 
 def _definitions_html() -> str:

@@ -16,7 +16,6 @@ count as PV).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -613,44 +612,43 @@ def object_metrics(
 
 
 class ObjectAccumulator:
-    """Sums :class:`ObjectMetrics` over many images.
+    """Per-plant matching summed over chips (each chip is matched on its own).
 
     Args:
-        pixel_area_m2: pixel area used by :meth:`update`.
-        iou_threshold: match threshold used by :meth:`update`.
+        iou_threshold: IoU for a predicted region to match a true plant.
     """
 
-    def __init__(self, pixel_area_m2: float = 100.0, iou_threshold: float = 0.5) -> None:
-        self.pixel_area_m2 = float(pixel_area_m2)
+    def __init__(self, iou_threshold: float = 0.5) -> None:
         self.iou_threshold = float(iou_threshold)
         self.result = ObjectMetrics()
         self.images = 0
 
-    def add(self, metrics: ObjectMetrics) -> None:
-        """Add one image's (or any) result."""
-        self.result = self.result + metrics
-        self.images += 1
+    def add(
+        self, pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None, pixel_area_m2: float
+    ) -> ObjectMetrics:
+        """Match the plants of one chip and add them; returns that chip's metrics.
 
-    def update(self, pred_mask: Any, true_mask: Any, valid: Any = None) -> ObjectMetrics:
-        """Compute :func:`object_metrics` for one image (or each of a ``[B,H,W]`` batch) and add.
-
-        Returns:
-            The metrics of what was just added.
+        Chips with neither true nor predicted PV add nothing but the image count. The per-pair
+        list is not kept, so memory stays flat over large splits.
         """
-        pred = _to_numpy(pred_mask)
-        true = _to_numpy(true_mask)
-        vals = None if valid is None else _to_numpy(valid)
-        if pred.ndim == 2:
-            items: Iterable[tuple[Any, Any, Any]] = [(pred, true, vals)]
-        else:
-            items = zip(pred, true, [None] * len(pred) if vals is None else vals, strict=True)
-        added = ObjectMetrics()
-        for p, t, v in items:
-            one = object_metrics(p, t, v, self.pixel_area_m2, self.iou_threshold)
-            self.add(one)
-            added = added + one
-        return added
+        self.images += 1
+        if not pred.any() and not truth.any():
+            return ObjectMetrics()
+        one = object_metrics(pred, truth, valid, pixel_area_m2, self.iou_threshold)
+        one.pairs = []
+        self.result = self.result + one
+        return one
 
-    def to_dict(self) -> dict[str, Any]:
-        """The summed metrics as a dict, plus the number of images."""
-        return {"images": self.images, **self.result.to_dict()}
+    def section(self) -> dict[str, Any]:
+        """The ``object`` section of a metrics dict: scores, counts and area errors."""
+        t = self.result
+        d = t.to_dict()
+        err = t.total_pred_ha - t.total_true_ha
+        d.update(
+            iou_threshold=self.iou_threshold,
+            n_true=t.tp + t.fn,
+            n_pred=t.tp + t.fp,
+            area_error_ha=err,
+            area_error_rel=err / t.total_true_ha if t.total_true_ha > 0 else None,
+        )
+        return d

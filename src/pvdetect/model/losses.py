@@ -76,7 +76,6 @@ __all__ = [
 ]
 
 
-
 def prepare_inputs(
     logits: Tensor, target: Tensor, valid: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor]:

@@ -140,9 +140,7 @@ def tta_elements(height: int, width: int) -> tuple[int, ...]:
     return tuple(range(8)) if height == width else (0, 1, 2, 3)
 
 
-def tta_probs(
-    forward: Callable[[Tensor], Tensor], x: Tensor, elements: Sequence[int]
-) -> Tensor:
+def tta_probs(forward: Callable[[Tensor], Tensor], x: Tensor, elements: Sequence[int]) -> Tensor:
     """Mean of ``forward`` (``[B, C, H, W]`` -> probabilities ``[B, H, W]``) over the D4
     ``elements`` of ``x``, each mapped back with its inverse."""
     total: Tensor | None = None

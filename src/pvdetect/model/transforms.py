@@ -311,5 +311,3 @@ def downscale_probs(probs: Tensor, factor: int, valid: Tensor | None = None) -> 
 
 # ---------------------------------------------------------------------------------------------
 # super-resolution
-
-

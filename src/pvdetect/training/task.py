@@ -163,7 +163,9 @@ class SegmentationTask(L.LightningModule):
 
         stats = self.hparams["band_stats"]
         up = self.cfg.upscale
-        return load_sr_model(up.sr_weights, factor=self.factor, mean=stats["mean"], std=stats["std"])
+        return load_sr_model(
+            up.sr_weights, factor=self.factor, mean=stats["mean"], std=stats["std"]
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Checkpoints of pvdetect 0.1 stored the band statistics as buffers; they now come

@@ -17,48 +17,28 @@ configuration (flags still override it, e.g. a larger ``--epochs`` extends a fin
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 import warnings
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pvdetect.config import (
-    TrainConfig,
-    config_from_dict,
-    save_config,
-)
+from pvdetect.config import TrainConfig, config_from_dict, save_config
 from pvdetect.device import env_rank_zero, resolve_precision
 from pvdetect.errors import ConfigError, OutputError
+from pvdetect.training.curves import plot_curves
 
 if TYPE_CHECKING:
     import lightning as L
 
+    from pvdetect.data.module import PVDataModule
     from pvdetect.data.packed import PackedCache
+    from pvdetect.model.bundle import BundleMeta
     from pvdetect.training.task import SegmentationTask
 
-__all__ = [
-    "METRIC_COLUMNS",
-    "build_trainer",
-    "calibrate",
-    "plot_curves",
-    "train",
-]
-
-#: columns of RUN/metrics.csv
-METRIC_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "val_loss",
-    "train_iou",
-    "val_iou",
-    "val_f1",
-    "lr",
-    "val_iou_native",
-    "val_f1_native",
-)
+__all__ = ["RunPaths", "build_trainer", "calibrate", "train"]
 
 #: calibrated thresholds are kept inside [THRESHOLD_MIN, 1 - THRESHOLD_MIN]
 THRESHOLD_MIN = 0.01
@@ -82,150 +62,12 @@ def _resolve_paths(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    from pvdetect.data.raster import atomic_output
-
-    with atomic_output(path) as tmp, Path(tmp).open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(METRIC_COLUMNS), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _num(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def plot_curves(csv_path: Path, png_path: Path) -> Path:
-    """Loss and IoU per epoch (training and validation) from ``metrics.csv``, as a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from pvdetect.data.raster import atomic_output
-
-    rows = _read_rows(csv_path)
-    epochs = [int(_num(r["epoch"])) for r in rows]
-    fig = Figure(figsize=(10, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax_loss, ax_iou = fig.subplots(1, 2)
-    series = [
-        (ax_loss, "train_loss", "train", "-"),
-        (ax_loss, "val_loss", "val", "-"),
-        (ax_iou, "train_iou", "train", "-"),
-        (ax_iou, "val_iou", "val", "-"),
-    ]
-    native = [_num(r.get("val_iou_native")) for r in rows]
-    if any(
-        not math.isnan(n) and n != _num(r.get("val_iou")) for n, r in zip(native, rows, strict=True)
-    ):
-        series.append((ax_iou, "val_iou_native", "val (native resolution)", "--"))
-    for ax, col, label, style in series:
-        # epochs without validation (val_every > 1) have blank cells: join the others
-        vals = [_num(r.get(col)) for r in rows]
-        pts = [(e, v) for e, v in zip(epochs, vals, strict=True) if not math.isnan(v)]
-        ax.plot([e for e, _ in pts], [v for _, v in pts], style, marker="o", ms=3, label=label)
-    ax_loss.set_title("loss")
-    ax_iou.set_title("PV IoU (threshold 0.5)")
-    for ax in (ax_loss, ax_iou):
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    with atomic_output(png_path) as tmp:
-        fig.savefig(tmp, format="png")
-    return png_path
-
-
-def _metrics_callback_class() -> type:
-    from lightning.pytorch.callbacks import Checkpoint
-
-    class MetricsCSV(Checkpoint):
-        """Writes ``metrics.csv`` (and ``curves.png``) on rank 0 after every epoch.
-
-        A :class:`Checkpoint` subclass so that Lightning calls it after the module's
-        ``on_train_epoch_end`` (where the training metrics are logged), like the other
-        monitoring callbacks; it sits before the ``last.ckpt`` callback so the row of an epoch
-        is on disk when that epoch's checkpoint is. On (re)start, rows of epochs that are not
-        in the checkpoint are dropped, so resuming appends without duplicates.
-        """
-
-        def __init__(self, csv_path: Path, png_path: Path | None = None) -> None:
-            self.csv_path = Path(csv_path)
-            self.png_path = png_path
-            self._validated: int | None = None  # epoch of the last validation
-
-        def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-            if not trainer.sanity_checking:
-                self._validated = trainer.current_epoch
-
-        @property
-        def state_key(self) -> str:
-            return "MetricsCSV"
-
-        def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-            if not trainer.is_global_zero:
-                return
-            rows = _read_rows(self.csv_path)
-            keep = [r for r in rows if _num(r.get("epoch")) < trainer.current_epoch]
-            if len(keep) != len(rows) or (rows and list(rows[0]) != list(METRIC_COLUMNS)):
-                _write_rows(self.csv_path, keep)
-
-        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-            if trainer.sanity_checking or not trainer.is_global_zero:
-                return
-            m = trainer.callback_metrics
-            row: dict[str, Any] = {"epoch": trainer.current_epoch}
-            for col in METRIC_COLUMNS[1:]:
-                if col == "lr":
-                    opt = trainer.optimizers[0] if trainer.optimizers else None
-                    row[col] = opt.param_groups[0]["lr"] if opt is not None else ""
-                elif col.startswith("val_") and self._validated != trainer.current_epoch:
-                    row[col] = ""  # not validated this epoch (val_every > 1)
-                elif col in m:
-                    row[col] = float(m[col])
-                else:
-                    row[col] = ""
-            rows = [r for r in _read_rows(self.csv_path) if _num(r.get("epoch")) < row["epoch"]]
-            _write_rows(self.csv_path, [*rows, row])
-            if self.png_path is not None:
-                try:
-                    plot_curves(self.csv_path, self.png_path)
-                except (OSError, ValueError) as exc:  # a plot must never stop training
-                    warnings.warn(f"{self.png_path}: cannot draw curves ({exc})", stacklevel=1)
-
-    return MetricsCSV
-
-
-def _last_epoch_validation_class() -> type:
-    from lightning.pytorch.callbacks import Callback
-
-    class ValidateLastEpoch(Callback):
-        """With ``val_every`` > 1, also validate the last epoch of ``max_epochs``."""
-
-        def __init__(self, every: int) -> None:
-            self.every = int(every)
-
-        def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-            end = trainer.max_epochs
-            last = end is not None and trainer.current_epoch + 1 >= end
-            trainer.check_val_every_n_epoch = 1 if last else self.every
-
-    return ValidateLastEpoch
-
-
 def build_trainer(cfg: TrainConfig, run_dir: Path, precision: str | None = None) -> L.Trainer:
     """The Lightning Trainer and callbacks for ``cfg`` writing into ``run_dir``."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+
+    from pvdetect.training.callbacks import MetricsCSV, ValidateLastEpoch
 
     ckpt_dir = run_dir / "checkpoints"
     mode = "min" if cfg.monitor == "val_loss" else "max"
@@ -249,7 +91,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, precision: str | None = None)
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    metrics = _metrics_callback_class()(run_dir / "metrics.csv", run_dir / "curves.png")
+    metrics = MetricsCSV(run_dir / "metrics.csv", run_dir / "curves.png")
     callbacks: list[Any] = [
         best,
         metrics,
@@ -259,7 +101,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, precision: str | None = None)
         ),
     ]
     if cfg.val_every > 1:
-        callbacks.append(_last_epoch_validation_class()(cfg.val_every))
+        callbacks.append(ValidateLastEpoch(cfg.val_every))
     logger: Any = False
     if cfg.tensorboard:
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -340,6 +182,120 @@ def _tile_size(cfg: TrainConfig, cache: PackedCache) -> tuple[int, int]:
 # --------------------------------------------------------------------------- training
 
 
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of a run folder that training reads and writes."""
+
+    run_dir: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        """``RUN/checkpoints``."""
+        return self.run_dir / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        """``RUN/checkpoints/last.ckpt`` (end of the last finished epoch)."""
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def best(self) -> Path:
+        """``RUN/checkpoints/best.ckpt`` (best validation so far)."""
+        return self.checkpoints / "best.ckpt"
+
+
+def _check_run_dir(cfg: TrainConfig, paths: RunPaths) -> None:
+    """Refuse a run folder that is a file, holds another run, or has nothing to resume."""
+    run_dir = paths.run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OutputError(f"{run_dir}: exists and is not a folder")
+    if cfg.resume:
+        if not paths.last.is_file():
+            raise ConfigError(f"{paths.last}: no checkpoint to resume from")
+    elif env_rank_zero() and (paths.last.exists() or paths.best.exists()):
+        raise OutputError(
+            f"{run_dir}: already holds a training run; pass --resume to continue it or "
+            f"choose another --out"
+        )
+
+
+def _on_gpu(cfg: TrainConfig) -> bool:
+    import torch
+
+    return cfg.accelerator in ("gpu", "cuda") or (
+        cfg.accelerator == "auto" and torch.cuda.is_available()
+    )
+
+
+def _data(cfg: TrainConfig) -> tuple[PackedCache, PVDataModule]:
+    """The packed cache of the dataset and the data module drawing batches from it."""
+    from pvdetect.data.layouts import find_chips
+    from pvdetect.data.module import PVDataModule
+    from pvdetect.data.packed import build_cache
+
+    d = cfg.data
+    records = find_chips(
+        Path(d.root),  # type: ignore[arg-type]
+        seed=cfg.seed,
+        val_fraction=d.val_fraction,
+        test_fraction=d.test_fraction,
+    )
+    cache = build_cache(records, d.cache_dir, d.band_order)
+    dm = PVDataModule(
+        cache,
+        batch_size=d.batch_size,
+        val_batch_size=d.val_batch_size,
+        test_batch_size=d.test_batch_size,
+        num_workers=d.num_workers,
+        drop_empty=d.drop_empty,
+        oversample_pv=d.oversample_pv,
+        seed=cfg.seed,
+        pin_memory=_on_gpu(cfg),
+        source=d.root,
+    )
+    return cache, dm
+
+
+def _start_run_dir(cfg: TrainConfig, paths: RunPaths) -> None:
+    """Create the run folder (rank 0) and save the resolved configuration in it."""
+    if not env_rank_zero():
+        return
+    try:
+        paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"{paths.run_dir}: cannot create the run folder ({exc.strerror})"
+        ) from None
+    saved = config_from_dict(cfg.to_dict())
+    saved.resume = False
+    save_config(saved, paths.run_dir / "config.yaml")
+
+
+def _fit(
+    cfg: TrainConfig, task: SegmentationTask, dm: PVDataModule, paths: RunPaths, precision: str
+) -> tuple[L.Trainer, Path]:
+    """Fit (or resume), then validate the checkpoint the bundle will hold; returns it."""
+    trainer = build_trainer(cfg, paths.run_dir, precision)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        if cfg.resume:  # the run's own checkpoints are expected there
+            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        trainer.fit(
+            task,
+            datamodule=dm,
+            ckpt_path=str(paths.last) if cfg.resume else None,
+            weights_only=True,
+        )
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        source = paths.best if paths.best.is_file() else paths.last
+        trainer.validate(
+            task, datamodule=dm, ckpt_path=str(source), weights_only=True, verbose=False
+        )
+    return trainer, source
+
+
 def train(config: TrainConfig) -> Path:
     """Train per ``config`` and write the run folder; returns its path.
 
@@ -354,123 +310,69 @@ def train(config: TrainConfig) -> Path:
     if not config.out:
         raise ConfigError("out: no run folder given")
     cfg = _resolve_paths(config)
-    run_dir = Path(cfg.out)  # type: ignore[arg-type]
-    ckpt_dir = run_dir / "checkpoints"
-    last_ckpt, best_ckpt = ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt"
-    rank_zero = env_rank_zero()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise OutputError(f"{run_dir}: exists and is not a folder")
-    if cfg.resume:
-        if not last_ckpt.is_file():
-            raise ConfigError(f"{last_ckpt}: no checkpoint to resume from")
-    elif rank_zero and (last_ckpt.exists() or best_ckpt.exists()):
-        raise OutputError(
-            f"{run_dir}: already holds a training run; pass --resume to continue it or "
-            f"choose another --out"
-        )
+    paths = RunPaths(Path(cfg.out))  # type: ignore[arg-type]
+    _check_run_dir(cfg, paths)
 
     import lightning as L
     import torch
 
-    from pvdetect.data.layouts import find_chips
-    from pvdetect.data.module import PVDataModule
-    from pvdetect.data.packed import build_cache
-    from pvdetect.data.raster import BAND_NAMES, DEFAULT_NODATA
-    from pvdetect.model.bundle import BundleMeta, UpscaleMeta, save_bundle
+    from pvdetect.model.bundle import save_bundle
     from pvdetect.training.task import SegmentationTask
 
-    d = cfg.data
-    records = find_chips(
-        Path(d.root),  # type: ignore[arg-type]
-        seed=cfg.seed,
-        val_fraction=d.val_fraction,
-        test_fraction=d.test_fraction,
-    )
-    cache = build_cache(records, d.cache_dir, d.band_order)
+    cache, dm = _data(cfg)
     precision = resolve_precision(cfg.precision, cfg.accelerator)
-    on_gpu = cfg.accelerator in ("gpu", "cuda") or (
-        cfg.accelerator == "auto" and torch.cuda.is_available()
-    )
-    dm = PVDataModule(
-        cache,
-        batch_size=d.batch_size,
-        val_batch_size=d.val_batch_size,
-        test_batch_size=d.test_batch_size,
-        num_workers=d.num_workers,
-        drop_empty=d.drop_empty,
-        oversample_pv=d.oversample_pv,
-        seed=cfg.seed,
-        pin_memory=on_gpu,
-        source=d.root,
-    )
     _, channels, height, width = cache.images.shape
-    tile, overlap = _tile_size(cfg, cache)
-
-    if on_gpu:
+    if _on_gpu(cfg):
         torch.set_float32_matmul_precision("high")  # TF32 for the float32 parts
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     task = SegmentationTask(
         cfg, cache.stats, in_channels=channels, chip_size=(height, width), pretrained=not cfg.resume
     )
-    if rank_zero:
-        try:
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"{run_dir}: cannot create the run folder ({exc.strerror})") from None
-        saved = config_from_dict(cfg.to_dict())
-        saved.resume = False
-        save_config(saved, run_dir / "config.yaml")
-
-    trainer = build_trainer(cfg, run_dir, precision)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*number of training batches.*")
-        if cfg.resume:  # the run's own checkpoints are expected there
-            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-        trainer.fit(
-            task,
-            datamodule=dm,
-            ckpt_path=str(last_ckpt) if cfg.resume else None,
-            weights_only=True,
-        )
-        if trainer.interrupted:
-            raise KeyboardInterrupt
-        source = best_ckpt if best_ckpt.is_file() else last_ckpt
-        trainer.validate(
-            task, datamodule=dm, ckpt_path=str(source), weights_only=True, verbose=False
-        )
+    _start_run_dir(cfg, paths)
+    trainer, source = _fit(cfg, task, dm, paths, precision)
     threshold, val_metrics = calibrate(task, cfg.threshold_metric)
-
     if trainer.is_global_zero:
-        meta = BundleMeta(
-            arch=cfg.model.arch,
-            encoder=cfg.model.encoder,
-            band_stats=cache.stats.to_dict(),
-            in_channels=channels,
-            band_order=list(BAND_NAMES[:channels])
-            if channels <= len(BAND_NAMES)
-            else [f"band{i + 1}" for i in range(channels)],
-            input_scale=1.0,
-            nodata=_bundle_nodata(cache, DEFAULT_NODATA),
-            threshold=threshold,
-            threshold_metric=cfg.threshold_metric,
-            upscale=UpscaleMeta(
-                factor=cfg.upscale.factor,
-                method=cfg.upscale.method,
-                sr_weights=cfg.upscale.sr_weights if cfg.upscale.factor > 1 else None,
-            ),
-            tile_size=tile,
-            overlap=overlap,
-            data_fingerprint=cache.fingerprint,
-            val_metrics={**val_metrics, "checkpoint": source.name},
-        )
-        save_bundle(run_dir / "bundle", task.model, meta)
-        if (run_dir / "metrics.csv").is_file():
-            plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
+        meta = bundle_meta(cfg, cache, threshold, {**val_metrics, "checkpoint": source.name})
+        save_bundle(paths.run_dir / "bundle", task.model, meta)
+        if (paths.run_dir / "metrics.csv").is_file():
+            plot_curves(paths.run_dir / "metrics.csv", paths.run_dir / "curves.png")
     trainer.strategy.barrier("pvdetect-bundle")
     if not trainer.is_global_zero:
         sys.stdout.flush()
-    return run_dir
+    return paths.run_dir
+
+
+def bundle_meta(
+    cfg: TrainConfig, cache: PackedCache, threshold: float, val_metrics: dict[str, Any]
+) -> BundleMeta:
+    """The bundle metadata of a finished run: what predict and evaluate need to know."""
+    from pvdetect.data.raster import BAND_NAMES, DEFAULT_NODATA
+    from pvdetect.model.bundle import BundleMeta, UpscaleMeta
+
+    channels = cache.images.shape[1]
+    tile, overlap = _tile_size(cfg, cache)
+    return BundleMeta(
+        arch=cfg.model.arch,
+        encoder=cfg.model.encoder,
+        band_stats=cache.stats.to_dict(),
+        in_channels=channels,
+        band_order=list(BAND_NAMES[:channels])
+        if channels <= len(BAND_NAMES)
+        else [f"band{i + 1}" for i in range(channels)],
+        input_scale=1.0,
+        nodata=_bundle_nodata(cache, DEFAULT_NODATA),
+        threshold=threshold,
+        threshold_metric=cfg.threshold_metric,
+        upscale=UpscaleMeta(
+            factor=cfg.upscale.factor,
+            method=cfg.upscale.method,
+            sr_weights=cfg.upscale.sr_weights if cfg.upscale.factor > 1 else None,
+        ),
+        tile_size=tile,
+        overlap=overlap,
+        data_fingerprint=cache.fingerprint,
+        val_metrics=val_metrics,
+    )
 
 
 def _bundle_nodata(cache: PackedCache, default: float) -> float:

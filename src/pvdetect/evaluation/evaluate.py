@@ -1,0 +1,235 @@
+"""``evaluate`` of a model bundle on a split: metrics.json and a self-contained report.html.
+
+The bundle's predictions go through :func:`~pvdetect.evaluation.engine.evaluate_predictor`,
+the engine the baselines use too; with ``baselines`` they are fitted and evaluated in the same
+run, else a ``pvdetect baselines`` metrics.json is looked up (:mod:`.comparison`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pvdetect.data.raster import BAND_NAMES
+from pvdetect.errors import BundleError, ConfigError
+from pvdetect.evaluation.comparison import comparison_entry, find_baselines
+from pvdetect.evaluation.engine import EvalSettings, Evaluation, evaluate_predictor
+from pvdetect.io import check_out_dir, prepare_out_dir, write_json, write_text
+
+if TYPE_CHECKING:
+    from pvdetect.model.bundle import Bundle
+
+__all__ = ["EvaluateOptions", "bundle_band_order", "evaluate_bundle"]
+
+
+@dataclass
+class EvaluateOptions:
+    """Options of :func:`evaluate_bundle`.
+
+    Attributes:
+        batch_size: chips per batch.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
+        tta: average the flips/rotations of the dihedral group.
+        threshold: override the bundle's (validation-calibrated) threshold.
+        native: evaluate at the chips' resolution (an upscaling bundle's predictions are
+            averaged back down); False: at the upscaled resolution with nearest-upscaled masks.
+        baselines: also fit the baselines on the training split and compare.
+        baselines_json: a ``pvdetect baselines`` metrics.json to compare with.
+        seed: seed of the baselines.
+        cache_dir: packed-cache folder (default: beside the data).
+        progress: print progress to stderr.
+    """
+
+    batch_size: int = 40
+    device: str = "auto"
+    tta: bool = False
+    threshold: float | None = None
+    native: bool = True
+    baselines: bool = False
+    baselines_json: Path | None = None
+    seed: int = 0
+    cache_dir: Path | None = None
+    progress: bool = False
+
+    def check(self) -> None:
+        """Refuse options out of range before anything is read."""
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"--threshold must be in [0, 1], got {self.threshold}")
+        if self.baselines_json is not None and not Path(self.baselines_json).is_file():
+            raise ConfigError(f"{self.baselines_json}: baselines metrics file not found")
+
+
+def bundle_band_order(names: Sequence[str]) -> list[int] | None:
+    """Cache band order (0-based file bands) for a bundle's band names; None = file order."""
+    want = [n.lower() for n in names]
+    have = [n.lower() for n in BAND_NAMES]
+    if want == have[: len(want)]:
+        return None
+    try:
+        return [have.index(n) for n in want]
+    except ValueError:
+        raise ConfigError(
+            f"bundle band order {list(names)} uses bands other than {list(BAND_NAMES)}"
+        ) from None
+
+
+def _model_info(bundle: Bundle, path: Path, tta: bool) -> dict[str, Any]:
+    meta = bundle.meta
+    return {
+        "name": "model",
+        "kind": "bundle",
+        "bundle": str(path.resolve()),
+        "arch": meta.arch,
+        "encoder": meta.encoder,
+        "upscale": {"factor": bundle.factor, "method": meta.upscale.method},
+        "tta": bool(tta),
+        "data_fingerprint": meta.data_fingerprint,
+        "val_metrics": meta.val_metrics,
+    }
+
+
+def evaluate_bundle(
+    bundle_path: str | Path,
+    data_root: str | Path,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    options: EvaluateOptions | None = None,
+) -> dict[str, Any]:
+    """Evaluate a bundle on a split; with ``out_dir`` write metrics.json and report.html.
+
+    The output folder is created only once bundle and data have been read.
+
+    Returns:
+        The metrics dict (also written as ``metrics.json``).
+    """
+    from pvdetect.data.packed import load_split
+    from pvdetect.device import resolve_device
+    from pvdetect.model.bundle import load_bundle
+
+    opt = options or EvaluateOptions()
+    opt.check()
+    out = check_out_dir(out_dir) if out_dir is not None else None
+    dev = resolve_device(opt.device)
+    bundle = load_bundle(Path(bundle_path), device=dev)
+    meta = bundle.meta
+    cache, idx = load_split(
+        data_root, split, band_order=bundle_band_order(meta.band_order), cache_dir=opt.cache_dir
+    )
+    if cache.images.shape[1] != meta.in_channels:
+        raise BundleError(
+            f"{bundle_path}: model takes {meta.in_channels} bands, the chips have "
+            f"{cache.images.shape[1]}"
+        )
+    used = float(meta.threshold if opt.threshold is None else opt.threshold)
+    source = (
+        "command line"
+        if opt.threshold is not None
+        else f"bundle, chosen on validation for {meta.threshold_metric.upper()}"
+    )
+
+    def predict(raw: Any, valid: Any, indices: Any) -> Any:
+        return bundle.predict_probs(raw, valid, tta=opt.tta, native=opt.native)
+
+    settings = EvalSettings(
+        batch_size=opt.batch_size,
+        device=dev,
+        upscale_factor=1 if opt.native else bundle.factor,
+        band_stats=meta.band_stats,
+        band_names=meta.band_order,
+        threshold_source=source,
+        model_info=_model_info(bundle, Path(bundle_path), opt.tta),
+        split=split,
+        progress=opt.progress,
+    )
+    ev = evaluate_predictor(predict, cache, idx, used, settings)
+    metrics = ev.metrics
+    metrics["data"]["root"] = str(Path(data_root).resolve())
+    metrics["data"]["device"] = str(dev)
+    entries, note = _baseline_entries(cache, split, out, opt, dev, meta.band_order, metrics)
+    if entries:
+        if not opt.native and bundle.factor > 1:
+            note += "; the model was evaluated upscaled, the baselines at native resolution"
+        metrics["comparison"] = {
+            "note": note,
+            "entries": {"model": comparison_entry(metrics)}
+            | {k: comparison_entry(v) for k, v in entries.items()},
+        }
+    if out is not None:
+        prepare_out_dir(out)
+        write_json(out / "metrics.json", metrics)
+        write_text(out / "report.html", _report(metrics, ev, entries, used, source, opt.tta))
+    return metrics
+
+
+def _baseline_entries(
+    cache: Any,
+    split: str,
+    out: Path | None,
+    opt: EvaluateOptions,
+    dev: Any,
+    band_names: Sequence[str],
+    metrics: dict[str, Any],
+) -> tuple[dict[str, dict[str, Any]], str]:
+    """Baselines fitted in this run (``opt.baselines``) or found on disk, and a note."""
+    if opt.baselines:
+        from pvdetect.evaluation.baselines import evaluate_baselines
+
+        evals = evaluate_baselines(
+            cache,
+            split,
+            seed=opt.seed,
+            batch_size=opt.batch_size,
+            device=dev,
+            n_grid=0,
+            band_names=band_names,
+        )
+        return {k: e.metrics for k, e in evals.items()}, (
+            "baselines fitted on the training split in this run"
+        )
+    explicit = Path(opt.baselines_json) if opt.baselines_json else None
+    return find_baselines(out, explicit, split, metrics["data"]["fingerprint"])
+
+
+def _report(
+    metrics: dict[str, Any],
+    ev: Evaluation,
+    entries: dict[str, dict[str, Any]],
+    used: float,
+    source: str,
+    tta: bool,
+) -> str:
+    """The HTML page of an evaluation."""
+    from pvdetect.evaluation.report import (
+        comparison_section,
+        evaluation_section,
+        html_page,
+        info_table,
+    )
+
+    info, data = metrics["model"], metrics["data"]
+    body = [
+        info_table(
+            {
+                "bundle": info["bundle"],
+                "architecture": f"{info['arch']} / {info['encoder']}",
+                "data": data["root"],
+                "split": data["split"],
+                "chips": data["n_images"],
+                "threshold": f"{used:.4f} ({source})",
+                "test-time augmentation": "yes (D4)" if tta else "no",
+                "resolution": data["resolution"],
+                "pixel area": data["pixel_area"],
+                "device": data["device"],
+            }
+        )
+    ]
+    if entries:
+        body.append(
+            comparison_section({"model": metrics} | entries, note=metrics["comparison"]["note"])
+        )
+    body.append(evaluation_section(metrics, ev.grids, heading="Model", anchor="model"))
+    return html_page(f"pvdetect evaluation: {data['split']}", "\n".join(body))
