@@ -155,7 +155,7 @@ def prototype_predict(bundle, scene: Path, out: Path, tile: int, overlap: int, b
     import torch
 
     from pvdetect.data.raster import read_raster, valid_pixels, write_raster
-    from pvdetect.inference.predict import blend_window, tile_starts
+    from pvdetect.inference.tiling import blend_window, tile_starts
 
     img, info = read_raster(scene)
     valid = valid_pixels(img, info.nodata)
@@ -311,7 +311,8 @@ def main() -> None:
     import torch
 
     from pvdetect.device import resolve_device
-    from pvdetect.inference.predict import PredictOptions, plan_scene, predict_scene
+    from pvdetect.inference.predict import PredictOptions, predict_scene
+    from pvdetect.inference.tiling import plan_scene
     from pvdetect.model.bundle import load_bundle
 
     sizes = (
@@ -322,7 +323,7 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     device = resolve_device(args.device)
     if args.batch_size is None:
-        from pvdetect.inference.predict import default_batch_size
+        from pvdetect.inference.tiling import default_batch_size
 
         args.batch_size = default_batch_size(device)
     torch.set_num_threads(max(1, torch.get_num_threads()))

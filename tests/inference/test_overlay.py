@@ -16,7 +16,7 @@ from shapely.geometry import box
 
 from pvdetect.data.raster import raster_info, write_raster
 from pvdetect.inference.overlay import OUTLINE_RGB, QuickLook, png_bytes, stretch, write_overlay
-from pvdetect.inference.predict import _StripReader
+from pvdetect.inference.tiling import StripReader
 from pvdetect.inference.vectorize import Plant
 
 T = Affine(10, 0, 500000, 0, -10, 5300000)
@@ -40,7 +40,7 @@ def test_quicklook_matches_a_decimated_read(
     plan = _plan(scene, tile=64, padded_width=192)
     ql = QuickLook(plan, max_side=max_side)
     with rasterio.open(scene) as ds:
-        reader = _StripReader(ds, plan)
+        reader = StripReader(ds, plan)
         for y0, n in ((0, 48), (48, 48), (96, 48), (144, 59)):
             raw, valid = reader.read_strip(y0)
             ql.add(y0, n, raw, valid)

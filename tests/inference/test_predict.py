@@ -18,14 +18,13 @@ from torch import nn
 from pvdetect.cli import main
 from pvdetect.data.raster import write_raster
 from pvdetect.errors import ConfigError
-from pvdetect.inference.predict import (
+from pvdetect.inference.predict import PredictOptions, predict_scene
+from pvdetect.inference.tiling import (
     MASK_NODATA,
     PROB_NODATA,
-    PredictOptions,
     blend_window,
     default_batch_size,
     plan_scene,
-    predict_scene,
     tile_starts,
 )
 from pvdetect.model.bundle import Bundle, BundleMeta, UpscaleMeta, load_bundle, save_bundle
@@ -263,11 +262,11 @@ def test_bad_tile_options(tmp_path: Path) -> None:
 
 def test_accumulator_covers_one_tile_row(tmp_path: Path) -> None:
     """Memory bound: blending state is tile x width, whatever the scene height."""
-    from pvdetect.inference.predict import _Blender
+    from pvdetect.inference.tiling import Blender
 
     scene = _random_scene(tmp_path / "tall.tif", 400, 70)
     plan = plan_scene(_local_bundle(), scene, PredictOptions(tile=64, overlap=16))
-    blender = _Blender(plan, torch.device("cpu"))
+    blender = Blender(plan, torch.device("cpu"))
     assert tuple(blender.acc.shape) == (2, 64, 70)  # weighted sums and weights
     assert tuple(blender._spare.shape) == (2, 64, 70)
 
@@ -278,7 +277,7 @@ def test_failing_writes_are_output_errors(tmp_path: Path) -> None:
 
     from pvdetect.errors import OutputError
     from pvdetect.inference.cog import Pyramid
-    from pvdetect.inference.predict import run_tiles
+    from pvdetect.inference.tiling import run_tiles
 
     class Full:
         name = str(tmp_path / "work" / "prob.tif")

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from pvdetect.errors import ConfigError
-from pvdetect.inference.predict import CPU_BATCH, GPU_BATCH, PredictOptions, predict_scenes
+from pvdetect.inference.predict import PredictOptions, predict_scenes
+from pvdetect.inference.tiling import CPU_BATCH, GPU_BATCH
 from pvdetect.inference.vectorize import DEFAULT_MAX_HOLE_M2, DEFAULT_MIN_AREA_M2
 
 

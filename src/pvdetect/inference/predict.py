@@ -11,14 +11,12 @@ For each scene ``<stem>.tif`` the output folder receives
 
 plus ``summary.csv`` over all scenes.
 
-How it works: the scene is cut into square tiles with overlap; a tile row (one horizontal strip
-of the scene, ``tile`` rows high) is read at a time, its tiles are run through the model in
-batches, and the probabilities are blended with a 2-D Hann window (floor > 0 at tile edges so
-scene borders get weight; weight 0 at invalid pixels) into an accumulator that covers just one
-tile row. Rows no later tile touches are written out and dropped. Peak memory is therefore
-proportional to ``width x tile`` and does not grow with the scene height (for typical widths it
-is dominated by the model). Reading the next strip and writing finished rows run in background
-threads while the model works; blending happens on the model's device.
+Tiles are predicted by :mod:`pvdetect.inference.tiling` (bounded memory, background reads and
+writes). The finished rows feed, as they are written, the plant polygons
+(:class:`~pvdetect.inference.vectorize.PlantBuilder`) and the rasters' overview levels
+(:class:`~pvdetect.inference.cog.Pyramid`), so after the last tile row only the merge of plants
+cut by tile rows, the vector files, the overlay and the COG assembly remain, and the COG
+assembly runs beside the other three.
 
 Pixels that are nodata in any input band (or NaN) stay nodata in both rasters. Every output is
 written to a temporary name and renamed only when the whole scene succeeded.
@@ -29,88 +27,56 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
-import math
 import os
 import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
-import rasterio.errors
-from affine import Affine
-from rasterio.windows import Window
 
-from pvdetect.data.raster import (
-    RasterInfo,
-    atomic_output,
-    geotiff_profile,
-    open_raster,
-    raster_info,
-    valid_pixels,
-)
+from pvdetect.data.raster import geotiff_profile
 from pvdetect.errors import ConfigError, DataError, OutputError
 from pvdetect.inference.cog import Pyramid, write_cog
+from pvdetect.inference.options import PredictOptions
 from pvdetect.inference.overlay import QuickLook, write_overlay
-from pvdetect.inference.vectorize import (
-    DEFAULT_MAX_HOLE_M2,
-    DEFAULT_MIN_AREA_M2,
-    PlantBuilder,
-    write_plants,
+from pvdetect.inference.tiling import (
+    MASK_NODATA,
+    PROB_NODATA,
+    RowSink,
+    ScenePlan,
+    default_batch_size,
+    plan_scene,
+    run_tiles,
 )
+from pvdetect.inference.vectorize import Plant, PlantBuilder, write_plants
+from pvdetect.io import atomic_output
 
 if TYPE_CHECKING:
-    import torch
-
     from pvdetect.model.bundle import Bundle
 
-PROB_NODATA = -9999.0
-MASK_NODATA = 255
+__all__ = [
+    "MASK_NODATA",
+    "PROB_NODATA",
+    "PredictOptions",
+    "SceneResult",
+    "expand_inputs",
+    "output_paths",
+    "predict_scene",
+    "predict_scenes",
+    "write_summary",
+]
+
 SKIP_SUFFIXES = ("_mask", "_prob")
 #: GDAL block cache while predicting: a floor, plus a few tile rows of input and output blocks
 GDAL_CACHE_MIN_BYTES = 32 * 1024 * 1024
-#: weight of a tile's edge pixels relative to its centre
-WINDOW_FLOOR = 0.01
 SUMMARY_FIELDS = ("scene", "plants", "total_ha", "seconds", "width", "height")
-
-
-@dataclass
-class PredictOptions:
-    """Options of :func:`predict_scene` (``None`` = take the value from the bundle).
-
-    Attributes:
-        tile: tile side in input pixels (multiple of the model's required multiple).
-        overlap: overlap between neighbouring tiles in input pixels.
-        batch_size: tiles per forward pass (None: :func:`default_batch_size` for the device).
-        threshold: probability at or above which a pixel is PV.
-        min_area_m2: plants smaller than this are dropped.
-        max_hole_m2: holes in plants smaller than this are filled.
-        tta: average the 8 flips/rotations (8x slower).
-        geojson: also write ``<stem>_plants.geojson`` in EPSG:4326.
-        device: "auto", "cpu", "cuda" or "cuda:N".
-        upscaled_output: with an upscaling bundle, write rasters at the upscaled resolution.
-        overlay: write ``<stem>_overlay.png``.
-        overlay_max_side: long side of the overlay in pixels (at most).
-    """
-
-    tile: int | None = None
-    overlap: int | None = None
-    batch_size: int | None = None
-    threshold: float | None = None
-    min_area_m2: float = DEFAULT_MIN_AREA_M2
-    max_hole_m2: float = DEFAULT_MAX_HOLE_M2
-    tta: bool = False
-    geojson: bool = False
-    device: str = "auto"
-    upscaled_output: bool = False
-    overlay: bool = True
-    overlay_max_side: int = 2048
 
 
 @dataclass
@@ -133,335 +99,10 @@ class SceneResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
-@dataclass(frozen=True)
-class ScenePlan:
-    """Geometry of the tiling of one scene (input-grid pixels unless noted)."""
-
-    path: Path
-    info: RasterInfo
-    bands: list[int]  # 1-based file bands in bundle order
-    rgb: list[int]  # 1-based file bands for the overlay
-    nodata: float
-    tile: int
-    overlap: int
-    xs: list[int]
-    ys: list[int]
-    scale: int  # output pixels per input pixel
-    padded_width: int
-
-    @property
-    def out_width(self) -> int:
-        """Width of the output rasters."""
-        return self.info.width * self.scale
-
-    @property
-    def out_height(self) -> int:
-        """Height of the output rasters."""
-        return self.info.height * self.scale
-
-    @property
-    def out_transform(self) -> Affine:
-        """Transform of the output rasters."""
-        return self.info.transform @ Affine.scale(1.0 / self.scale)
-
-    @property
-    def n_tiles(self) -> int:
-        """Number of tiles."""
-        return len(self.xs) * len(self.ys)
-
-    def owned_rows(self, r: int) -> int:
-        """Input rows that tile row ``r`` finishes: up to the next tile row's start."""
-        if r + 1 < len(self.ys):
-            return self.ys[r + 1] - self.ys[r]
-        return min(self.tile, self.info.height - self.ys[r])
-
-
 # --------------------------------------------------------------------------- planning
 
 
-def tile_starts(n: int, tile: int, stride: int) -> list[int]:
-    """Start offsets of tiles covering ``n`` pixels, evenly spread, at most ``stride`` apart.
-
-    The first tile starts at 0 and the last ends at ``n``, so only scenes smaller than a tile
-    need padding; neighbouring tiles overlap by at least ``tile - stride`` pixels.
-    """
-    if n <= tile:
-        return [0]
-    k = math.ceil((n - tile) / stride) + 1
-    return [round(i * (n - tile) / (k - 1)) for i in range(k)]
-
-
-def blend_window(size: int, floor: float = WINDOW_FLOOR) -> np.ndarray:
-    """2-D Hann (sin^2) window ``[size, size]``, ``floor`` at the edges and 1 in the centre."""
-    t = (np.arange(size, dtype=np.float64) + 0.5) / size
-    w = floor + (1.0 - floor) * np.sin(np.pi * t) ** 2
-    return np.outer(w, w).astype(np.float32)
-
-
-def _multiple(bundle: Bundle) -> int:
-    try:
-        return int(bundle.multiple)
-    except (ImportError, AttributeError):
-        return 32
-
-
-def band_indices(info: RasterInfo, band_order: Sequence[str], in_channels: int) -> list[int]:
-    """1-based bands of the file in the bundle's band order.
-
-    Band descriptions naming every band of the bundle (any order, case-insensitive) select and
-    reorder bands; otherwise the file must have exactly ``in_channels`` bands, taken in order.
-    """
-    names = [(d or "").strip().lower() for d in info.descriptions]
-    wanted = [b.lower() for b in band_order]
-    if len(wanted) == in_channels and all(names.count(w) == 1 for w in wanted):
-        return [names.index(w) + 1 for w in wanted]
-    if info.count == in_channels:
-        return list(range(1, in_channels + 1))
-    raise DataError(
-        f"{info.path}: has {info.count} bands, the bundle expects {in_channels} "
-        f"({', '.join(band_order)})"
-    )
-
-
-def plan_scene(bundle: Bundle, path: Path, options: PredictOptions) -> ScenePlan:
-    """Check a scene against the bundle and lay out its tiles."""
-    info = raster_info(path)
-    if info.crs is None or not info.georeferenced:
-        raise DataError(f"{path}: no CRS or geotransform; georeferenced outputs need both")
-    meta = bundle.meta
-    bands = band_indices(info, meta.band_order, meta.in_channels)
-    lower = [b.lower() for b in meta.band_order]
-    if all(c in lower for c in ("red", "green", "blue")):
-        rgb = [bands[lower.index(c)] for c in ("red", "green", "blue")]
-    else:
-        rgb = (bands * 3)[:3]
-    tile, overlap = _tile_overlap(bundle, options)
-    factor = max(1, int(meta.upscale.factor))
-    m_in = _multiple(bundle) // math.gcd(_multiple(bundle), factor)
-    longest = max(info.height, info.width)
-    if tile > longest:  # small scene: one tile just large enough
-        tile = min(tile, m_in * math.ceil(longest / m_in))
-        overlap = min(overlap, tile // 2)
-    stride = tile - overlap
-    xs = tile_starts(info.width, tile, stride)
-    ys = tile_starts(info.height, tile, stride)
-    scale = factor if options.upscaled_output else 1
-    nodata = float(info.nodata) if info.nodata is not None else float(meta.nodata)
-    return ScenePlan(
-        path=path,
-        info=info,
-        bands=bands,
-        rgb=rgb,
-        nodata=nodata,
-        tile=tile,
-        overlap=overlap,
-        xs=xs,
-        ys=ys,
-        scale=scale,
-        padded_width=max(info.width, xs[-1] + tile),
-    )
-
-
-def _tile_overlap(bundle: Bundle, options: PredictOptions) -> tuple[int, int]:
-    meta = bundle.meta
-    tile = int(options.tile if options.tile is not None else meta.tile_size)
-    overlap = int(options.overlap if options.overlap is not None else meta.overlap)
-    factor = max(1, int(meta.upscale.factor))
-    m = _multiple(bundle)
-    m_in = m // math.gcd(m, factor)
-    if tile < m_in or tile % m_in:
-        raise ConfigError(
-            f"--tile {tile}: must be a positive multiple of {m_in} for "
-            f"{meta.arch}/{meta.encoder} (upscale x{factor})"
-        )
-    if not 0 <= overlap < tile:
-        raise ConfigError(f"--overlap {overlap}: must be >= 0 and smaller than the tile ({tile})")
-    if options.batch_size is not None and options.batch_size < 1:
-        raise ConfigError(f"--batch-size {options.batch_size}: must be >= 1")
-    return tile, overlap
-
-
 # --------------------------------------------------------------------------- tiled inference
-
-#: default tiles per forward pass: on CPUs small batches run fastest per tile (256 px tiles of a
-#: U-Net: 4 tiles 34 ms/tile, 16 tiles 38 ms/tile) and need less memory; GPUs want full batches
-CPU_BATCH = 4
-GPU_BATCH = 16
-
-
-def default_batch_size(device: torch.device | str) -> int:
-    """Tiles per forward pass when none is given: 4 on a CPU, 16 on a GPU."""
-    import torch
-
-    return CPU_BATCH if torch.device(device).type == "cpu" else GPU_BATCH
-
-
-class _StripReader:
-    """Reads tile rows of the scene and cuts them into tiles, in the reader thread.
-
-    Args:
-        ds: the open scene.
-        plan: its tiling.
-        quicklook: also takes the overlay's pixels from each strip read.
-        pin: put the tiles in page-locked memory (fast, asynchronous copies to a GPU).
-    """
-
-    def __init__(
-        self,
-        ds: rasterio.DatasetReader,
-        plan: ScenePlan,
-        quicklook: QuickLook | None = None,
-        pin: bool = False,
-    ) -> None:
-        self.ds = ds
-        self.plan = plan
-        self.quicklook = quicklook
-        self.pin = pin
-
-    def read_strip(self, y0: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw ``[C, rows, width]`` of the tile row at ``y0`` (0 where invalid) and valid mask."""
-        p = self.plan
-        rows = min(p.tile, p.info.height - y0)
-        try:
-            data = self.ds.read(
-                p.bands, window=Window(0, y0, p.info.width, rows), out_dtype="float32"
-            )
-        except Exception as exc:  # noqa: BLE001 - GDAL raises many types for broken files
-            raise DataError(f"{p.path}: cannot read pixels at row {y0} ({exc})") from None
-        ok = valid_pixels(data, p.nodata)
-        np.copyto(data, np.float32(0.0), where=~ok)
-        return data, ok
-
-    def __call__(self, r: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tiles of tile row ``r``: raw ``[N, C, tile, tile]`` and valid ``[N, tile, tile]``.
-
-        The tiles are cut here, beside the model, so the main thread only runs the model.
-        Parts of a tile beyond the scene (scenes smaller than a tile) are 0 and invalid.
-        """
-        import torch
-
-        p = self.plan
-        data, ok = self.read_strip(p.ys[r])
-        if self.quicklook is not None:
-            self.quicklook.add(p.ys[r], p.owned_rows(r), data, ok)
-        n, c, t = len(p.xs), len(p.bands), p.tile
-        rows, width = ok.shape
-        new = torch.zeros if rows < t or p.xs[-1] + t > width else torch.empty
-        tiles = new((n, c, t, t), dtype=torch.float32, pin_memory=self.pin)
-        vtiles = new((n, t, t), dtype=torch.bool, pin_memory=self.pin)
-        tn, vn = tiles.numpy(), vtiles.numpy()
-        for j, x0 in enumerate(p.xs):
-            w = min(t, width - x0)
-            tn[j, :, :rows, :w] = data[:, :, x0 : x0 + w]
-            vn[j, :rows, :w] = ok[:, x0 : x0 + w]
-        return tiles, vtiles
-
-
-class _Blender:
-    """Weighted sum of tile probabilities over one tile row (output grid), on the device.
-
-    ``acc[0]`` holds the weighted probabilities and ``acc[1]`` the weights; finished rows are
-    shifted out into a second buffer of the same size, so nothing is allocated per tile row.
-    """
-
-    def __init__(self, plan: ScenePlan, device: torch.device) -> None:
-        import torch
-
-        self.plan = plan
-        s = plan.scale
-        self.ts = plan.tile * s
-        self.width = plan.padded_width * s
-        self.window = torch.from_numpy(blend_window(self.ts)).to(device)
-        self.acc = torch.zeros(2, self.ts, self.width, device=device)
-        self._spare = torch.zeros_like(self.acc)
-
-    def add(self, x0: int, probs: torch.Tensor, valid: torch.Tensor) -> None:
-        """Add one tile's probabilities ``[ts, ts]`` with valid ``[ts, ts]`` at input column x0."""
-        c = x0 * self.plan.scale
-        w = self.window * valid
-        self.acc[0, :, c : c + self.ts].addcmul_(probs, w)
-        self.acc[1, :, c : c + self.ts] += w
-
-    def pop(self, n: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-        """Finish the top ``n`` output rows: (prob float32, mask uint8), cropped to the width."""
-        import torch
-
-        ow = self.plan.out_width
-        acc, wsum = self.acc[0, :n, :ow], self.acc[1, :n, :ow]
-        empty = wsum <= 0
-        prob = (acc / wsum).masked_fill_(empty, PROB_NODATA)
-        mask = (prob >= threshold).to(torch.uint8).masked_fill_(empty, MASK_NODATA)
-        prob_np, mask_np = prob.cpu().numpy(), mask.cpu().numpy()
-        self._spare[:, : self.ts - n].copy_(self.acc[:, n:])
-        self._spare[:, self.ts - n :].zero_()
-        self.acc, self._spare = self._spare, self.acc
-        return prob_np, mask_np
-
-
-#: takes finished output rows: (first row, probabilities, mask), in order from the top
-RowSink = Callable[[int, np.ndarray, np.ndarray], None]
-
-
-def run_tiles(
-    bundle: Bundle,
-    plan: ScenePlan,
-    prob_dst: rasterio.io.DatasetWriter,
-    mask_dst: rasterio.io.DatasetWriter,
-    threshold: float,
-    batch_size: int,
-    tta: bool = False,
-    quicklook: QuickLook | None = None,
-    sinks: Sequence[RowSink] = (),
-) -> None:
-    """Predict every tile of a scene and write the blended rows into the open datasets.
-
-    The writer thread also hands the finished rows to each of ``sinks`` (polygons, overview
-    levels), so that they are built while the model works on the next tile row.
-    """
-    device = bundle.device
-    s = plan.scale
-    blender = _Blender(plan, device)
-    pending: list[Future] = []
-
-    def write_rows(row0: int, prob: np.ndarray, mask: np.ndarray) -> None:
-        win = Window(0, row0, prob.shape[1], prob.shape[0])
-        try:
-            prob_dst.write(prob, 1, window=win)
-            mask_dst.write(mask, 1, window=win)
-        except (OSError, rasterio.errors.RasterioError) as exc:
-            raise OutputError(
-                f"{Path(prob_dst.name).parent}: cannot write output ({exc})"
-            ) from None
-        for sink in sinks:
-            sink(row0, prob, mask)
-
-    with (
-        open_raster(plan.path) as src,
-        ThreadPoolExecutor(1, thread_name_prefix="pv-read") as reader,
-        ThreadPoolExecutor(1, thread_name_prefix="pv-write") as writer,
-    ):
-        read = _StripReader(src, plan, quicklook, pin=device.type == "cuda")
-        fut = reader.submit(read, 0)
-        for r, y0 in enumerate(plan.ys):
-            tiles, vtiles = fut.result()
-            if r + 1 < len(plan.ys):
-                fut = reader.submit(read, r + 1)
-            tiles = tiles.to(device, non_blocking=True)
-            vtiles = vtiles.to(device, non_blocking=True)
-            for b0 in range(0, len(plan.xs), batch_size):
-                cols = plan.xs[b0 : b0 + batch_size]
-                x, v = tiles[b0 : b0 + batch_size], vtiles[b0 : b0 + batch_size]
-                probs = bundle.predict_probs(x, v, tta=tta, native=(s == 1))
-                if s > 1:
-                    v = v.repeat_interleave(s, dim=1).repeat_interleave(s, dim=2)
-                for j, c in enumerate(cols):
-                    blender.add(c, probs[j].float(), v[j])
-            prob, mask = blender.pop(plan.owned_rows(r) * s, threshold)
-            pending.append(writer.submit(write_rows, y0 * s, prob, mask))
-            while len(pending) > 2:
-                pending.pop(0).result()
-        for f in pending:
-            f.result()
 
 
 # --------------------------------------------------------------------------- outputs
@@ -506,6 +147,147 @@ def _prepare_out_dir(out_dir: Path) -> None:
 # --------------------------------------------------------------------------- public API
 
 
+def _work_profiles(plan: ScenePlan) -> tuple[dict, dict]:
+    """GeoTIFF profiles of the temporary full-resolution rasters (fast, multi-threaded)."""
+    common = dict(
+        height=plan.out_height,
+        width=plan.out_width,
+        count=1,
+        crs=plan.info.crs,
+        transform=plan.out_transform,
+        compress="zstd" if _has_zstd() else None,
+    )
+    prob_prof = geotiff_profile(dtype="float32", nodata=PROB_NODATA, **common)
+    mask_prof = geotiff_profile(dtype="uint8", nodata=MASK_NODATA, **common)
+    for prof in (prob_prof, mask_prof):
+        prof.pop("predictor", None)
+        prof["num_threads"] = "ALL_CPUS"
+        if prof.get("compress") == "zstd":
+            prof["zstd_level"] = 1
+    return prob_prof, mask_prof
+
+
+class _Stages:
+    """Seconds per stage of one scene (``SceneResult.timings``)."""
+
+    def __init__(self, start: float) -> None:
+        self.timings: dict[str, float] = {"plan": time.perf_counter() - start}
+        self._mark = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = now - self._mark
+        self._mark = now
+
+
+@dataclass
+class _SceneRun:
+    """The parts of one scene's prediction that live from the first tile to the last output."""
+
+    bundle: Bundle
+    plan: ScenePlan
+    options: PredictOptions
+    threshold: float
+    work: Path
+    final: dict[str, Path]  # temporary paths of the final outputs (renamed on success)
+    builder: PlantBuilder = field(init=False)
+    quicklook: QuickLook | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        plan, opt = self.plan, self.options
+        self.builder = PlantBuilder(
+            plan.info.crs,
+            plan.out_transform,
+            plan.out_width,
+            plan.out_height,
+            min_area_m2=opt.min_area_m2,
+            max_hole_m2=opt.max_hole_m2,
+        )
+        self.quicklook = (
+            QuickLook(plan, opt.overlay_max_side)
+            if opt.overlay and set(plan.rgb) <= set(plan.bands)
+            else None
+        )
+
+    @property
+    def descriptions(self) -> tuple[str, str]:
+        """Band descriptions of the probability and mask rasters."""
+        return "PV probability", f"PV mask (prob >= {self.threshold:g})"
+
+    def tiles(self) -> tuple[Pyramid, Pyramid]:
+        """Predict every tile into the temporary rasters; returns their overview levels."""
+        prob_prof, mask_prof = _work_profiles(self.plan)
+        prob_desc, mask_desc = self.descriptions
+        with (
+            _open_write(self.work / "prob.tif", prob_prof) as prob_dst,
+            _open_write(self.work / "mask.tif", mask_prof) as mask_dst,
+            Pyramid(self.work, "prob", prob_prof, "average") as prob_levels,
+            Pyramid(self.work, "mask", mask_prof, "nearest") as mask_levels,
+        ):
+            prob_dst.set_band_description(1, prob_desc)
+            mask_dst.set_band_description(1, mask_desc)
+            sinks: list[RowSink] = [
+                lambda row0, prob, mask: prob_levels.add_rows(row0, prob),
+                lambda row0, prob, mask: mask_levels.add_rows(row0, mask),
+                lambda row0, prob, mask: self.builder.add_rows(row0, mask, prob, PROB_NODATA),
+            ]
+            run_tiles(
+                self.bundle,
+                self.plan,
+                prob_dst,
+                mask_dst,
+                self.threshold,
+                self.options.batch_size or default_batch_size(self.bundle.device),
+                self.options.tta,
+                self.quicklook,
+                sinks,
+            )
+        return prob_levels, mask_levels
+
+    def cogs(self, levels: tuple[Pyramid, Pyramid]) -> float:
+        """Assemble both COGs from the temporary rasters and their levels; returns seconds."""
+        t0 = time.perf_counter()
+        prob_desc, mask_desc = self.descriptions
+        with rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(self.plan)):
+            write_cog(
+                self.work / "prob.tif", self.final["prob"], pyramid=levels[0], description=prob_desc
+            )
+            write_cog(
+                self.work / "mask.tif", self.final["mask"], pyramid=levels[1], description=mask_desc
+            )
+        return time.perf_counter() - t0
+
+    def vectors_and_overlay(self) -> list[Plant]:
+        """Merge the plants cut by tile rows, write the vector files and the overlay."""
+        crs = self.plan.info.crs
+        plants = self.builder.finish(self.work / "prob.tif")
+        write_plants(self.final["plants"], plants, crs, driver="GPKG")
+        if "geojson" in self.final:
+            write_plants(self.final["geojson"], plants, crs, driver="GeoJSON", to_wgs84=True)
+        if "overlay" in self.final:
+            write_overlay(
+                self.final["overlay"],
+                self.plan,
+                plants,
+                self.options.overlay_max_side,
+                self.quicklook,
+            )
+        return plants
+
+
+@contextlib.contextmanager
+def _work_dir(out: Path, stem: str) -> Iterator[Path]:
+    """A temporary folder for one scene's intermediate rasters, removed in any case."""
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{stem}.work-", dir=out))
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write output here ({exc.strerror})") from None
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def predict_scene(
     bundle: Bundle,
     scene_path: str | os.PathLike,
@@ -520,125 +302,54 @@ def predict_scene(
         scene_path: GeoTIFF with the bundle's bands, CRS and transform.
         out_dir: output folder (created if needed).
         options: prediction options; defaults from the bundle.
-        plan: a tiling already made by :func:`plan_scene` (else made here).
+        plan: a tiling already made by :func:`~pvdetect.inference.tiling.plan_scene`.
 
     Returns:
         What was written. Nothing is left behind for the scene if anything fails.
     """
     options = options or PredictOptions()
     start = time.perf_counter()
-    scene = Path(scene_path)
-    out = Path(out_dir)
+    scene, out = Path(scene_path), Path(out_dir)
     plan = plan or plan_scene(bundle, scene, options)
     _prepare_out_dir(out)
     threshold = float(options.threshold if options.threshold is not None else bundle.meta.threshold)
     paths = output_paths(out, scene.stem, options)
-    info = plan.info
-    timings: dict[str, float] = {"plan": time.perf_counter() - start}
-    mark = [time.perf_counter()]
+    stages = _Stages(start)
+    with (
+        _work_dir(out, scene.stem) as work,
+        contextlib.ExitStack() as stack,
+        rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(plan), GDAL_NUM_THREADS="ALL_CPUS"),
+    ):
+        final = {k: stack.enter_context(atomic_output(p)) for k, p in paths.items()}
+        job = _SceneRun(bundle, plan, options, threshold, work, final)
+        levels = job.tiles()
+        stages.lap("tiles")
+        # the COG copies (GDAL, off the GIL) run beside polygons and overlay, which read the
+        # temporary rasters; on an error, leaving the block waits for the copies
+        with ThreadPoolExecutor(1, thread_name_prefix="pv-cog") as pool:
+            cog_job = pool.submit(job.cogs, levels)
+            plants = job.vectors_and_overlay()
+            stages.lap("vectors_overlay")
+            stages.timings["cog"] = cog_job.result()
+        stages.lap("cog_wait")
+    return _result(scene, plan, plants, paths, time.perf_counter() - start, stages.timings)
 
-    def _lap() -> float:
-        now = time.perf_counter()
-        mark[0], dt = now, now - mark[0]
-        return dt
 
-    try:
-        work = Path(tempfile.mkdtemp(prefix=f".{scene.stem}.work-", dir=out))
-    except OSError as exc:
-        raise OutputError(f"{out}: cannot write output here ({exc.strerror})") from None
-    try:
-        with (
-            contextlib.ExitStack() as stack,
-            rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(plan), GDAL_NUM_THREADS="ALL_CPUS"),
-        ):
-            tmp = {k: stack.enter_context(atomic_output(p)) for k, p in paths.items()}
-            common = dict(
-                height=plan.out_height,
-                width=plan.out_width,
-                count=1,
-                crs=info.crs,
-                transform=plan.out_transform,
-                compress="zstd" if _has_zstd() else None,
-            )
-            prob_work, mask_work = work / "prob.tif", work / "mask.tif"
-            prob_prof = geotiff_profile(dtype="float32", nodata=PROB_NODATA, **common)
-            mask_prof = geotiff_profile(dtype="uint8", nodata=MASK_NODATA, **common)
-            for prof in (prob_prof, mask_prof):  # temporary files: fast, multi-threaded
-                prof.pop("predictor", None)
-                prof["num_threads"] = "ALL_CPUS"
-                if prof.get("compress") == "zstd":
-                    prof["zstd_level"] = 1
-            builder = PlantBuilder(
-                info.crs,
-                plan.out_transform,
-                plan.out_width,
-                plan.out_height,
-                min_area_m2=options.min_area_m2,
-                max_hole_m2=options.max_hole_m2,
-            )
-            quicklook = (
-                QuickLook(plan, options.overlay_max_side)
-                if options.overlay and set(plan.rgb) <= set(plan.bands)
-                else None
-            )
-            prob_desc, mask_desc = "PV probability", f"PV mask (prob >= {threshold:g})"
-            with (
-                _open_write(prob_work, prob_prof) as prob_dst,
-                _open_write(mask_work, mask_prof) as mask_dst,
-                Pyramid(work, "prob", prob_prof, "average") as prob_levels,
-                Pyramid(work, "mask", mask_prof, "nearest") as mask_levels,
-            ):
-                prob_dst.set_band_description(1, prob_desc)
-                mask_dst.set_band_description(1, mask_desc)
-                sinks: list[RowSink] = [
-                    lambda row0, prob, mask: prob_levels.add_rows(row0, prob),
-                    lambda row0, prob, mask: mask_levels.add_rows(row0, mask),
-                    lambda row0, prob, mask: builder.add_rows(row0, mask, prob, PROB_NODATA),
-                ]
-                run_tiles(
-                    bundle,
-                    plan,
-                    prob_dst,
-                    mask_dst,
-                    threshold,
-                    options.batch_size or default_batch_size(bundle.device),
-                    options.tta,
-                    quicklook,
-                    sinks,
-                )
-            timings["tiles"] = _lap()
-
-            def cogs() -> float:
-                t0 = time.perf_counter()
-                with rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(plan)):
-                    write_cog(prob_work, tmp["prob"], pyramid=prob_levels, description=prob_desc)
-                    write_cog(mask_work, tmp["mask"], pyramid=mask_levels, description=mask_desc)
-                return time.perf_counter() - t0
-
-            # the COG copies (GDAL, off the GIL) run beside polygons and overlay, which read
-            # the temporary rasters; on an error, leaving the block waits for the copies
-            with ThreadPoolExecutor(1, thread_name_prefix="pv-cog") as pool:
-                cog_job = pool.submit(cogs)
-                plants = builder.finish(prob_work)  # merges plants cut by tile rows
-                timings["vectorize"] = _lap()
-                write_plants(tmp["plants"], plants, info.crs, driver="GPKG")
-                if "geojson" in tmp:
-                    write_plants(tmp["geojson"], plants, info.crs, driver="GeoJSON", to_wgs84=True)
-                if "overlay" in tmp:
-                    write_overlay(tmp["overlay"], plan, plants, options.overlay_max_side, quicklook)
-                timings["write_vectors_overlay"] = _lap()
-                timings["cog"] = cog_job.result()
-            timings["cog_wait"] = _lap()
-            shutil.rmtree(work, ignore_errors=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+def _result(
+    scene: Path,
+    plan: ScenePlan,
+    plants: list[Plant],
+    paths: dict[str, Path],
+    seconds: float,
+    timings: dict[str, Any],
+) -> SceneResult:
     return SceneResult(
         scene=scene,
-        width=info.width,
-        height=info.height,
+        width=plan.info.width,
+        height=plan.info.height,
         plants=len(plants),
         total_ha=float(sum(p.area_ha for p in plants)),
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
         tiles=plan.n_tiles,
         prob_path=paths["prob"],
         mask_path=paths["mask"],
