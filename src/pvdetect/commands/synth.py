@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pvdetect.synth.generator import generate_dataset
+from pvdetect.synth.dataset import generate_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
