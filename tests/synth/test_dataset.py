@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from rasterio.crs import CRS
 
-from pvdetect.cli import main
+from pvdetect import __version__
 from pvdetect.data.raster import BAND_NAMES, DEFAULT_NODATA, raster_info, read_raster
 from pvdetect.synth.dataset import SPLITS, SynthSummary, generate_dataset
+from pvdetect.synth.output import MARKER
 from tests.synth.chips import chip_pairs, read_sites
 
 
@@ -111,27 +112,13 @@ def test_same_seed_identical_other_seed_differs(tmp_path: Path) -> None:
     assert c.pv_fraction != a.pv_fraction or c.chips_without_pv != a.chips_without_pv or differs
 
 
-def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "ds"
-    argv = ["synth", str(out), "--chips", "5", "--scenes", "1", "--scene-size", "64",
-            "--chip-size", "64", "--seed", "1"]  # fmt: skip
-    assert main(argv) == 0
-    text = capsys.readouterr().out
-    assert "chips: 5" in text and "scene01_brazil.tif" in text
-    assert len(chip_pairs(out)) == 5 and (out / "sites.csv").exists()
-    assert main(argv) == 2  # refuses to mix with an existing dataset
-    err = capsys.readouterr().err
-    assert err.startswith("pvdetect synth: error: ") and "--overwrite" in err
-    assert main([*argv[:3], "4", *argv[4:], "--overwrite"]) == 0
-    assert len(chip_pairs(out)) == 4
-    assert len(read_sites(out)) == 4
-    assert main(["synth", str(tmp_path / "x"), "--chips", "2"]) == 2
-    assert "at least 3" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
-    a_file = tmp_path / "file.txt"
-    a_file.write_text("not a folder")
-    assert main(["synth", str(a_file), "--chips", "3"]) == 2
-    assert "not a folder" in capsys.readouterr().err
+def test_marker_records_version_arguments_and_seed(small: tuple[Path, SynthSummary]) -> None:
+    out, _ = small
+    record = json.loads((out / MARKER).read_text())
+    assert record["tool"] == "pvdetect synth" and record["version"] == __version__
+    assert record["seed"] == 3
+    assert record["arguments"] == {"chips": 12, "scenes": 1, "scene_size": 150, "chip_size": 96}
+    assert not list(out.parent.glob(f".{out.name}.*")), "temporary folder left beside OUT"
 
 
 def test_package_does_not_import_torch() -> None:

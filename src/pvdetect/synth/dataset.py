@@ -3,8 +3,9 @@
 Layout written (Solar-Plants-Brazil): ``OUT/{train,val,test}/input/img(N).tif``,
 ``OUT/{train,val,test}/labels/target(N).tif`` (float32 1/0, -9999 where the image is nodata),
 ``OUT/sites.csv`` (``split,n,site,date``) and ``OUT/scenes/<name>.tif`` + ``<name>_mask.tif``
-(uint8 0/1, nodata 255). Chips are grouped in
-sites (about 6 chips of one landscape each) that never cross splits. The same
+(uint8 0/1, nodata 255), plus the marker ``OUT/.pvdetect-synth.json``. Chips are grouped in
+sites (about 6 chips of one landscape each) that never cross splits. The whole dataset is
+written beside ``OUT`` and renamed when complete (:mod:`pvdetect.synth.output`). The same
 arguments give byte-identical pixels. This package does not import torch.
 """
 
@@ -22,7 +23,7 @@ import numpy as np
 from affine import Affine
 
 from pvdetect.data.raster import BAND_NAMES, DEFAULT_NODATA, write_raster
-from pvdetect.errors import ConfigError, OutputError
+from pvdetect.errors import ConfigError
 from pvdetect.io import write_text
 from pvdetect.synth.landscape import (
     PIXEL_SIZE,
@@ -33,6 +34,7 @@ from pvdetect.synth.landscape import (
     render_window,
 )
 from pvdetect.synth.noise import stable_key
+from pvdetect.synth.output import staged_dataset
 from pvdetect.synth.populate import PV_TARGET, corner_cut, mean_plant_area, populate
 from pvdetect.synth.scene import SceneSummary, generate_scene
 
@@ -282,27 +284,6 @@ def _check_args(chips: int, scenes: int, scene_size: int, seed: int, chip_size: 
         raise ConfigError(f"--seed must be >= 0, got {seed}")
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a folder")
-    existing = [out / s for s in SPLITS if (out / s).exists()] + [
-        p for p in (out / "sites.csv", out / "scenes") if p.exists()
-    ]
-    if existing and not overwrite:
-        raise OutputError(
-            f"{out}: already holds a dataset ({existing[0].name}); use --overwrite or a new folder"
-        )
-    if overwrite:
-        for s in SPLITS:
-            for sub, pattern in (("input", "img(*).tif"), ("labels", "target(*).tif")):
-                folder = out / s / sub
-                if folder.is_dir():
-                    for p in folder.glob(pattern):
-                        p.unlink()
-        if (out / "sites.csv").exists():
-            (out / "sites.csv").unlink()
-
-
 def generate_dataset(
     out: Path,
     chips: int = 300,
@@ -317,13 +298,14 @@ def generate_dataset(
     """Write a synthetic chip dataset (Solar-Plants-Brazil layout) and large scenes.
 
     Args:
-        out: output folder.
+        out: output folder; it must not exist, be empty, or (with ``overwrite``) hold a
+            dataset that this function wrote (it carries the marker file).
         chips: number of labelled chips (0, or at least 3: one per split).
         scenes: number of large scenes under ``out/scenes`` (alternately Brazil, temperate).
         scene_size: scene width and height in pixels.
         seed: random seed; the same arguments give byte-identical pixels.
         chip_size: chip width and height in pixels.
-        overwrite: replace a dataset already in ``out`` (else raise :class:`OutputError`).
+        overwrite: replace a dataset written earlier by pvdetect synth in ``out``.
         verbose: print progress.
 
     Returns:
@@ -331,17 +313,26 @@ def generate_dataset(
 
     Raises:
         ConfigError: a bad argument.
-        OutputError: ``out`` holds a dataset and ``overwrite`` is not given.
+        OutputError: ``out`` holds something else, or cannot be written.
     """
     out = Path(out)
     _check_args(chips, scenes, scene_size, seed, chip_size)
     t0 = time.perf_counter()
     plans, site_split = _plan_chips(chips, np.random.default_rng([seed, 1])) if chips else ([], {})
-    _check_out(out, overwrite)
-    tally, rows = _write_chips(out, plans, seed, chip_size, verbose)
-    if rows:
-        _write_sites(out / "sites.csv", rows)
-    scene_summaries = _write_scenes(out, out, scenes, scene_size, seed, verbose)
+    record = {
+        "arguments": {
+            "chips": chips,
+            "scenes": scenes,
+            "scene_size": scene_size,
+            "chip_size": chip_size,
+        },
+        "seed": seed,
+    }
+    with staged_dataset(out, record, overwrite=overwrite) as root:
+        tally, rows = _write_chips(root, plans, seed, chip_size, verbose)
+        if rows:
+            _write_sites(root / "sites.csv", rows)
+        scene_summaries = _write_scenes(root, out, scenes, scene_size, seed, verbose)
     sites = {s: sum(1 for v in site_split.values() if v == s) for s in SPLITS}
     return SynthSummary(
         out=out,
