@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import torch
 
     from pvdetect.data.packed import PackedCache
-    from pvdetect.evaluation.report import GridChip
+    from pvdetect.evaluation.figures import GridChip
 
 log = logging.getLogger(__name__)
 
@@ -481,7 +481,7 @@ def _grid_chips(
 ) -> list[GridChip]:
     import torch
 
-    from pvdetect.evaluation.report import GridChip, rgb_stretch
+    from pvdetect.evaluation.figures import GridChip, rgb_stretch
 
     if n <= 0:
         return []
@@ -730,7 +730,8 @@ def evaluate_bundle(
     source = (
         "command line"
         if threshold is not None
-        else f"bundle (chosen on validation for {meta.threshold_metric})"
+        else "bundle, chosen on validation for "
+        + {"f1": "F1", "iou": "IoU"}.get(meta.threshold_metric, meta.threshold_metric)
     )
 
     def predict(raw: Any, valid: Any) -> Any:
