@@ -76,12 +76,12 @@ def batches_per_second(ds: Dataset, min_seconds: float) -> tuple[float, int]:
 
 
 def make_data(out: Path, chips: int) -> str:
-    """Synthetic chips via pvdetect.synth.generator when present, else random 4-band chips."""
-    if importlib.util.find_spec("pvdetect.synth.generator") is not None:
-        from pvdetect.synth.generator import generate_dataset
+    """Synthetic chips via pvdetect.synth.dataset when present, else random 4-band chips."""
+    if importlib.util.find_spec("pvdetect.synth.dataset") is not None:
+        from pvdetect.synth.dataset import generate_dataset
 
         generate_dataset(out, chips=chips, scenes=0, seed=0)
-        return "pvdetect.synth.generator"
+        return "pvdetect.synth.dataset"
     from affine import Affine
 
     from pvdetect.data.raster import write_raster

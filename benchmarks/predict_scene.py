@@ -9,7 +9,7 @@ Measures, for square scenes of the given sizes (default 1024 and 4096 px):
   and of a prototype-style prediction that reads the whole scene and keeps full-size
   accumulators in memory; goal for ``predict_scene``: largest / smallest <= 1.3.
 
-Scenes come from ``pvdetect.synth.generator.generate_scene`` when available, else random 4-band
+Scenes come from ``pvdetect.synth.scene.generate_scene`` when available, else random 4-band
 float32 rasters written by strips. The model is a unet/resnet18 trained for about a minute on
 synthetic chips (``--model trained``, default: masks like a real model's, so polygons and the
 overlay cost what they cost in use) or randomly initialised (``--model random``).
@@ -45,7 +45,7 @@ STATS = {
 def make_scene(path: Path, size: int, seed: int = 0) -> str:
     """Write a ``size`` x ``size`` scene; returns how it was made."""
     try:
-        from pvdetect.synth.generator import generate_scene
+        from pvdetect.synth.scene import generate_scene
     except ImportError:
         generate_scene = None
     if generate_scene is not None:
@@ -98,7 +98,7 @@ def make_trained_bundle(work: Path, tile: int, overlap: int, device: str) -> Pat
     """
     from pvdetect.config import config_from_dict
     from pvdetect.model.bundle import load_bundle, save_bundle
-    from pvdetect.synth.generator import generate_dataset
+    from pvdetect.synth.dataset import generate_dataset
     from pvdetect.training.train import train
 
     data = work / "chips"

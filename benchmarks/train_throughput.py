@@ -284,7 +284,7 @@ def ensure_dataset(
     """Generate (once) a synthetic Solar-Plants-Brazil dataset for the benchmark."""
     if _complete(root):
         return root
-    from pvdetect.synth.generator import generate_dataset
+    from pvdetect.synth.dataset import generate_dataset
 
     if verbose:
         print(f"generating {chips} synthetic {chip_size} px chips into {root} ...", flush=True)

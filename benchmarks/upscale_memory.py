@@ -21,7 +21,7 @@ a ResNet-18 encoder, 4 bands, random init, AdamW, pvdetect's default loss):
     ``data.crop_size`` = the chip size, batch 5, bf16 autocast and channels_last.
 
 Chips are 128 px (not the prototype's 256 px) so that the whole CPU run takes a few minutes:
-20 synthetic chips (``pvdetect.synth.generator.generate_dataset(chips=20, scenes=0, seed=0,
+20 synthetic chips (``pvdetect.synth.dataset.generate_dataset(chips=20, scenes=0, seed=0,
 chip_size=128)``, 14 of them in the training split), generated once under ``bench_out/``.
 
 Memory: every configuration runs in a fresh interpreter (this script with ``--worker``) that
@@ -401,7 +401,7 @@ def ensure_chips(out: Path, chip_size: int) -> Path:
     want = {"chips": CHIPS, "scenes": 0, "seed": 0, "chip_size": chip_size}
     if _marker(out) == want:
         return out
-    from pvdetect.synth.generator import generate_dataset
+    from pvdetect.synth.dataset import generate_dataset
 
     print(f"  generating {CHIPS} synthetic {chip_size} px chips in {out}", flush=True)
     generate_dataset(out, chips=CHIPS, scenes=0, seed=0, chip_size=chip_size, overwrite=True)

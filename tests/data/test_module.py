@@ -13,7 +13,7 @@ from pvdetect.data.layouts import find_chips
 from pvdetect.data.module import EpochSampler, PVDataModule, epoch_order
 from pvdetect.data.packed import build_cache
 from pvdetect.errors import DataError
-from pvdetect.synth.generator import generate_dataset
+from pvdetect.synth.dataset import generate_dataset
 
 
 @pytest.fixture(scope="module")

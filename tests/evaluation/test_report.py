@@ -1,80 +1,19 @@
-"""Tests of pvdetect.evaluation.report: images, figures, escaping, a self-contained page."""
+"""Tests of pvdetect.evaluation.report: tables, sections, sorting, a self-contained page."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from typing import Any
 
 import numpy as np
+import pytest
 
 from pvdetect.evaluation import report as r
-
-PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def test_rgb_stretch_uses_given_percentiles() -> None:
-    raw = np.zeros((4, 2, 2), np.float32)
-    raw[0] = [[100, 200], [300, 50]]
-    raw[1] = 150
-    raw[2] = 400
-    valid = np.array([[True, True], [True, False]])
-    out = r.rgb_stretch(raw, valid, p2=[100, 100, 100, 0], p98=[300, 200, 300, 1])
-    assert out.dtype == np.uint8 and out.shape == (2, 2, 3)
-    assert out[0, 0, 0] == 0 and out[0, 1, 0] == 127 and out[1, 0, 0] == 255  # linear, clipped
-    assert out[0, 0, 1] == 127 and out[0, 0, 2] == 255
-    assert tuple(out[1, 1]) == r.COLOURS["ignore"]
-
-
-def test_error_image_colours() -> None:
-    truth = np.array([[1, 0, 1, 0, 255]], np.uint8)
-    pred = np.array([[1, 1, 0, 0, 1]], bool)
-    out = r.error_image(pred, truth)
-    names = ["tp", "fp", "fn", "tn", "ignore"]
-    assert [tuple(px) for px in out[0]] == [r.COLOURS[n] for n in names]
-    assert len({r.COLOURS[n] for n in names}) == 5
-
-
-def test_figures_are_png() -> None:
-    conf = {"tp": 5, "fp": 2, "fn": 1, "tn": 100}
-    assert r.fig_confusion(conf).startswith(PNG)
-    edges = np.linspace(0, 1, 11)
-    assert r.fig_probability_histogram(edges, [0] * 9 + [5], [7] + [0] * 9, 0.5).startswith(PNG)
-    t = np.linspace(0, 1, 11)
-    assert r.fig_pr_curve(1 - t, t, chosen=(0.5, 0.5), best=(0.6, 0.6), prevalence=0.1).startswith(
-        PNG
-    )
-    assert r.fig_threshold_curves(t, t, t * 0.8, chosen=0.5, best=0.4).startswith(PNG)
-    assert r.fig_prediction_grid([]).startswith(PNG)
-
-
-def test_prediction_mosaic_layout() -> None:
-    chip = r.GridChip(
-        "k",
-        "s",
-        "best 1",
-        0.5,
-        np.full((10, 8, 3), 7, np.uint8),
-        np.ones((10, 8), np.uint8),
-        np.full((10, 8), 0.9, np.float32),
-        0.5,
-    )
-    small = r.GridChip(
-        "k2",
-        "s",
-        "worst 1",
-        None,
-        np.full((4, 4, 3), 7, np.uint8),
-        np.zeros((4, 4), np.uint8),
-        np.zeros((4, 4), np.float32),
-        0.5,
-    )
-    m = r.prediction_mosaic([chip, small], cell=40, gap=2)
-    k = 40 // 10
-    assert m.shape == (2 * 10 * k + 2, 4 * 10 * k + 3 * 2, 3)
-    # errors panel of row 0 is all true positives (white), row 1 all true negatives (dark)
-    x_err = 3 * (10 * k + 2) + 10 * k // 2
-    assert tuple(m[10 * k // 2, x_err]) == r.COLOURS["tp"]
-    assert tuple(m[10 * k + 2 + 10 * k // 2, x_err]) == r.COLOURS["tn"]
-    assert r.fig_prediction_grid([chip, small]).startswith(PNG)
 
 
 def test_html_table_escapes_and_sorts() -> None:
@@ -166,3 +105,155 @@ def test_page_is_self_contained() -> None:
     assert "IoU &gt;= 0.5" in page or "at least 0.5" in page  # the matching rule is stated
     compact = r.evaluation_section(m, compact=True)
     assert "per-image" not in compact
+
+
+class _Tables(HTMLParser):
+    """The tables of a page: id, header rows (cell texts) and body rows (data-v, text)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[dict[str, Any]] = []
+        self._part = ""
+        self._cell: dict[str, Any] | None = None
+        self.text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "table":
+            self.tables.append({"id": a.get("id"), "head": [], "body": []})
+            self._part = "body"
+        elif tag in ("thead", "tbody"):
+            self._part = "head" if tag == "thead" else "body"
+        elif tag == "tr" and self.tables:
+            self.tables[-1][self._part].append([])
+        elif tag in ("td", "th") and self.tables:
+            self._cell = {"v": a.get("data-v"), "t": ""}
+            self.tables[-1][self._part][-1].append(self._cell)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th"):
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+        if self._cell is not None:
+            self._cell["t"] += data
+
+
+def _parse(page: str) -> _Tables:
+    p = _Tables()
+    p.feed(page)
+    return p
+
+
+def _table(page: str, table_id: str) -> dict[str, Any]:
+    return next(t for t in _parse(page).tables if t["id"] == table_id)
+
+
+def _metrics_named(name: str, area_error: float, keys: list[str]) -> dict:
+    m = _metrics()
+    m["model"]["name"] = name
+    m["object"]["area_error_ha"] = area_error
+    m["threshold"]["source"] = "bundle (chosen on validation for f1)"  # as metrics.json had it
+    m["threshold"]["used"] = 0.42
+    m["per_image"] = [dict(m["per_image"][0], key=k) for k in keys]
+    return m
+
+
+def _report(keys: list[str] | None = None) -> str:
+    """A report page as the engine composes it: info table, comparison, model section."""
+    keys = keys or ["test/1"]
+    model = _metrics_named("model", -103.0, keys)
+    entries = {
+        "model": model,
+        "random": _metrics_named("random", -19.0, keys),
+        "logistic": _metrics_named("logistic", 250.5, keys),
+        "nir_threshold": _metrics_named("nir_threshold", 40.0, keys),
+    }
+    body = [
+        r.info_table({"bundle": "b", "threshold": "0.4200 (bundle, chosen on validation for F1)"}),
+        r.comparison_section(entries, note="baselines fitted here"),
+        r.evaluation_section(model, heading="Model", anchor="model"),
+    ]
+    return r.html_page("pvdetect evaluation: test", "\n".join(body))
+
+
+def _node_sort(table: dict[str, Any], column: int, clicks: int = 1) -> list[int]:
+    """Row order after clicking header ``column`` ``clicks`` times: the page's own pvSort,
+    run in node on a minimal stand-in for the DOM built from the parsed table."""
+    node = shutil.which("node")
+    if node is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("node is needed to run the report's JavaScript")
+        pytest.skip("node not installed")
+    harness = (
+        r.JS
+        + """
+const t = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+const body = {rows: t.body.map((cells, i) => ({id: i, cells: cells.map((c) => ({
+  getAttribute: (k) => (k === 'data-v' ? c.v : null), textContent: c.t}))})),
+  appendChild(row) { this.rows.splice(this.rows.indexOf(row), 1); this.rows.push(row); }};
+const table = {tBodies: [body]};
+const tr = {children: []};
+tr.children = t.head[0].map(() => ({dataset: {dir: ''}, parentNode: tr, closest: () => table}));
+for (let i = 0; i < t.clicks; i++) { pvSort(tr.children[t.column]); }
+console.log(JSON.stringify(body.rows.map((row) => row.id)));
+"""
+    )
+    data = json.dumps(table | {"column": column, "clicks": clicks})
+    done = subprocess.run(
+        [node, "-e", harness], input=data, capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout)
+
+
+def test_no_empty_header_row() -> None:
+    """The info table drew an empty grey header row (its headers were two empty strings)."""
+    tables = _parse(_report()).tables
+    assert len(tables) >= 5
+    for t in tables:
+        for row in t["head"]:
+            assert any(c["t"].strip() for c in row), f"empty header row in table {t['id']}"
+    info = tables[0]
+    assert info["head"] == [] and [c["t"] for c in info["body"][0]] == ["bundle", "b"]
+
+
+def test_comparison_sorts_area_error_by_magnitude() -> None:
+    page = _report()
+    table = _table(page, "comparison")
+    names = [row[0]["t"] for row in table["body"]]
+    col = [c["t"] for c in table["head"][0]].index("area error (ha)")
+    shown = [row[col]["t"] for row in table["body"]]
+    assert shown == ["-103.0000", "-19.0000", "250.5000", "40.0000"]  # the sign is shown
+    order = _node_sort(table, col)
+    assert [names[i] for i in order] == ["random", "nir_threshold", "model", "logistic"]
+    order = _node_sort(table, col, clicks=2)  # second click: largest error first
+    assert [names[i] for i in order] == ["logistic", "model", "nir_threshold", "random"]
+
+
+def test_key_column_sorts_in_natural_order() -> None:
+    keys = ["test/10", "test/2", "val/1", "test/1", "Test/3", "test/21"]
+    table = _table(_report(keys), "model-per-image")
+    order = _node_sort(table, 0)
+    assert [keys[i] for i in order] == ["test/1", "test/2", "Test/3", "test/10", "test/21", "val/1"]
+    tp = [c["t"] for c in table["head"][0]].index("TP")  # numbers still sort by value
+    table["body"][0][tp]["v"] = "100.0"
+    table["body"][1][tp]["v"] = "9.0"  # the others have 50
+    order = _node_sort(table, tp)
+    assert order[0] == 1 and order[-1] == 0
+
+
+@pytest.mark.parametrize(
+    "source", ["bundle (chosen on validation for f1)", "bundle, chosen on validation for F1"]
+)
+def test_threshold_source_reads_well(source: str) -> None:
+    m = _metrics()
+    m["threshold"].update(used=0.42, source=source)
+    del m["threshold"]["curve"], m["threshold"]["histogram"]  # fewer figures to draw
+    text = _parse(r.evaluation_section(m)).text
+    assert "threshold 0.4200 (bundle, chosen on validation for F1)." in text
+    assert "((" not in text and "))" not in text
+    assert r.threshold_text(0.5, "command line") == "0.5000 (command line)"
+    assert r.threshold_text(0.5, "fitted on the training split") == (
+        "0.5000 (fitted on the training split)"
+    )

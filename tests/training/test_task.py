@@ -13,7 +13,7 @@ from pvdetect.data.layouts import find_chips
 from pvdetect.data.module import PVDataModule
 from pvdetect.data.packed import build_cache
 from pvdetect.errors import ConfigError
-from pvdetect.synth.generator import generate_dataset
+from pvdetect.synth.dataset import generate_dataset
 from pvdetect.training.task import SegmentationTask, cosine_factor
 
 STATS = {"mean": [1000.0, 900.0, 700.0, 2500.0], "std": [400.0, 300.0, 250.0, 1000.0]}

@@ -17,7 +17,7 @@ from pvdetect import cli
 from pvdetect.config import load_config
 from pvdetect.device import resolve_precision
 from pvdetect.model.bundle import load_bundle
-from pvdetect.synth.generator import generate_dataset
+from pvdetect.synth.dataset import generate_dataset
 from pvdetect.training.metrics_file import METRIC_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,11 +1,15 @@
-"""``pvdetect synth``: write a synthetic Sentinel-2-like PV dataset."""
+"""``pvdetect synth``: write a synthetic Sentinel-2-like PV dataset.
+
+The dataset is written beside OUT and renamed to OUT when complete; OUT is replaced only if
+it is empty or pvdetect synth wrote it (see :mod:`pvdetect.synth.output`).
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from pvdetect.synth.generator import generate_dataset
+from pvdetect.synth.dataset import generate_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chip-size", type=int, default=256, help="chip width and height in px (default 256)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a dataset that pvdetect synth wrote earlier in OUT (never anything else)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

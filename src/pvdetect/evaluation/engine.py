@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import torch
 
     from pvdetect.data.packed import PackedCache
-    from pvdetect.evaluation.report import GridChip
+    from pvdetect.evaluation.figures import GridChip
 
 __all__ = ["HIST_BINS", "EvalSettings", "Evaluation", "Predictor", "evaluate_predictor"]
 

@@ -128,7 +128,8 @@ def evaluate_bundle(
     source = (
         "command line"
         if opt.threshold is not None
-        else f"bundle, chosen on validation for {meta.threshold_metric.upper()}"
+        else "bundle, chosen on validation for "
+        + {"f1": "F1", "iou": "IoU"}.get(meta.threshold_metric, meta.threshold_metric)
     )
 
     def predict(raw: Any, valid: Any, indices: Any) -> Any:

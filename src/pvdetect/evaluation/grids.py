@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from pvdetect.data.raster import IGNORE_INDEX
-from pvdetect.evaluation.report import GridChip, rgb_stretch
+from pvdetect.evaluation.figures import GridChip, rgb_stretch
 
 __all__ = ["GridInputs", "make_grid_chips", "rgb_bands", "select_grid"]
 
