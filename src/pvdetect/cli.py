@@ -33,12 +33,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; with ``only`` just that subcommand's module is imported."""
     parser = argparse.ArgumentParser(
-        prog="pvdetect", description="Find PV solar plants in Sentinel-2 imagery."
+        prog="pvdetect",
+        description="Find PV solar plants in Sentinel-2 imagery.",
+        allow_abbrev=False,  # an abbreviation (--device for --devices) must not pass silently
     )
     parser.add_argument("--version", action="version", version=f"pvdetect {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         if only is None or only == name:
             importlib.import_module(module).add_arguments(p)
     return parser

@@ -1,9 +1,17 @@
-"""Training configuration: typed dataclasses, YAML load/dump, merging and validation.
+"""Training configuration: pydantic models, YAML load/dump, merging and validation.
 
-A configuration is resolved in three layers: the dataclass defaults, then a YAML file (nested
+A configuration is resolved in three layers: the model defaults, then a YAML file (nested
 sections ``data``, ``model``, ``loss``, ``optim``, ``upscale`` plus top-level keys), then the
-command-line options that were actually given. Every problem (unknown key, wrong type, value out
-of range) raises :class:`~pvdetect.errors.ConfigError` naming the dotted key and the value.
+command-line options that were actually given. The models are the one table of options: each
+field carries its default, its range, its documentation (``description``) and, for options with
+a command-line flag, the flag and its argparse extras (``json_schema_extra``, read by
+:mod:`pvdetect.commands.train`). Every problem (unknown key, wrong type, value out of range)
+raises a one-line :class:`~pvdetect.errors.ConfigError` naming the dotted key and the value.
+``docs/train-config.example.yaml`` shows every option.
+
+The module is over 500 lines because it holds that table: every training option with its
+documentation, in one place (the messages of validation errors live in
+:mod:`pvdetect.validation`, the command-line parser in :mod:`pvdetect.commands.train`).
 
 Example YAML::
 
@@ -21,313 +29,441 @@ Example YAML::
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import math
-import types
+import os
+import re
 import typing
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 
 from pvdetect.errors import ConfigError
+from pvdetect.validation import first_error, leaf_fields, rule_error
 
-OPTIMIZERS = ("adam", "adamw")
-PRECISIONS = ("auto", "bf16-mixed", "16-mixed", "32", "32-true", "bf16-true", "16-true")
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-UPSCALE_FACTORS = (1, 2, 4)
-UPSCALE_METHODS = ("bicubic", "sr")
-THRESHOLD_METRICS = ("f1", "iou")
-MONITORS = ("val_loss", "val_iou")
-SCHEDULES = ("plateau", "cosine")
+Optimizer = Literal["adam", "adamw"]
+Precision = Literal["auto", "bf16-mixed", "16-mixed", "32", "32-true", "bf16-true", "16-true"]
+Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
+UpscaleFactor = Literal[1, 2, 4]
+UpscaleMethod = Literal["bicubic", "sr"]
+ThresholdMetric = Literal["f1", "iou"]
+Monitor = Literal["val_loss", "val_iou"]
+Schedule = Literal["plateau", "cosine"]
+
+OPTIMIZERS = typing.get_args(Optimizer)
+PRECISIONS = typing.get_args(Precision)
+ACCELERATORS = typing.get_args(Accelerator)
+UPSCALE_FACTORS = typing.get_args(UpscaleFactor)
+UPSCALE_METHODS = typing.get_args(UpscaleMethod)
+THRESHOLD_METRICS = typing.get_args(ThresholdMetric)
+MONITORS = typing.get_args(Monitor)
+SCHEDULES = typing.get_args(Schedule)
+
+#: the smallest training crop accepted whatever the model (see :func:`check_model_sizes`)
+MIN_CROP = 16
 
 
-@dataclass
-class DataConfig:
-    """Where the chips are and how batches are drawn.
+_ARGPARSE_EXTRAS = ("metavar", "action", "const", "default_text")
 
-    Attributes:
-        root: Dataset folder (any layout :func:`pvdetect.data.layouts.find_chips` knows) or a
-            CSV manifest.
-        cache_dir: Parent folder of the packed cache (default: ``ROOT/.pvdetect_cache``).
-        band_order: 0-based source bands to use as Red, Green, Blue, NIR (default: as stored).
-        val_fraction: Validation share when the layout defines no split.
-        test_fraction: Test share when the layout defines no split.
-        batch_size: Training batch size (per device).
-        val_batch_size: Validation batch size (per device).
-        test_batch_size: Test batch size (per device).
-        num_workers: DataLoader worker processes (0: load in the main process).
-        drop_empty: Probability of dropping a chip without PV from an epoch (resampled every
-            epoch); 0 keeps all, 1 drops all.
-        oversample_pv: Extra sampling weight of chips holding PV: such a chip is drawn
-            ``1 + oversample_pv`` times as often as a chip without PV (0: plain shuffling).
-        crop_size: Side of the random training crops at model resolution (after upscaling);
-            default: the whole (upscaled) chip.
-        crop_pv: Probability that a training crop of a chip holding PV is placed around one
-            of its PV pixels (else anywhere); with small crops this keeps plants in view.
-        augment: Random flips and 90-degree rotations (D4) of training batches.
+
+def option(default: Any, description: str, flag: str | None = None, **kwargs: Any) -> Any:
+    """A configuration field: default, documentation, range and command-line flag.
+
+    Args:
+        default: The default value (``...`` with ``default_factory``).
+        description: The documentation of the option (also its ``--help`` text).
+        flag: The command-line option string, e.g. ``--batch-size`` (None: YAML only).
+        **kwargs: ``Field`` constraints (``ge``, ``gt``, ``le``, ``lt``, ``min_length``,
+            ``default_factory``) and the flag's argparse extras, stored in
+            ``json_schema_extra`` with the flag: ``metavar``; ``action`` (``store_const`` with
+            ``const``, or ``boolean_optional`` for a ``--x/--no-x`` pair); ``default_text``
+            (how the help shows a None default).
     """
-
-    root: str | None = None
-    cache_dir: str | None = None
-    band_order: list[int] | None = None
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    batch_size: int = 5
-    val_batch_size: int = 5
-    test_batch_size: int = 40
-    num_workers: int = 2
-    drop_empty: float = 0.0
-    oversample_pv: float = 0.0
-    crop_size: int | None = None
-    crop_pv: float = 0.0
-    augment: bool = True
+    extras = {k: kwargs.pop(k) for k in _ARGPARSE_EXTRAS if k in kwargs}
+    schema = {"flag": flag, **extras} if flag else None
+    if default is not ...:
+        kwargs["default"] = default
+    return Field(description=description, json_schema_extra=schema, **kwargs)
 
 
-@dataclass
-class ModelConfig:
-    """Network choice.
-
-    Attributes:
-        arch: smp architecture (``unet``, ``unetplusplus``, ``deeplabv3plus``, ...).
-        encoder: smp encoder or ``tu-<timm model>``.
-        weights: ``imagenet`` (or another pretrained name), a local weights file, or None /
-            ``none`` for random initialisation.
-    """
-
-    arch: str = "unet"
-    encoder: str = "resnet18"
-    weights: str | None = "imagenet"
+def _allows(annotation: Any, tp: type) -> bool:
+    """True if ``annotation`` (possibly a union or Optional) admits ``tp``."""
+    if annotation is tp:
+        return True
+    return any(_allows(a, tp) for a in typing.get_args(annotation) if not isinstance(a, str | int))
 
 
-@dataclass
-class LossSection:
-    """Loss name and keyword parameters for :func:`pvdetect.model.losses.build_loss`."""
-
-    name: str = "bce_focal_jaccard"
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class OptimConfig:
-    """Optimiser and learning-rate schedule.
-
-    Attributes:
-        optimizer: ``adam`` or ``adamw``.
-        lr: Initial learning rate (``plateau``) or peak learning rate (``cosine``).
-        schedule: ``plateau``: ReduceLROnPlateau on the validation loss, stepped after each
-            validation; ``cosine``: linear warm-up over ``warmup`` of the optimiser steps, then
-            a cosine decay to ``min_lr`` at the last step of ``epochs`` (the schedule for a fixed
-            budget: it needs no validation and reaches a low rate by the end; ``--resume`` with
-            a larger ``epochs`` continues on the curve stretched to the new end).
-        warmup: Fraction of the optimiser steps spent warming up (``cosine``).
-        weight_decay: Weight decay (decoupled for AdamW, L2 for Adam).
-        plateau_factor: Factor applied to the learning rate on a plateau.
-        plateau_patience: Epochs without validation-loss improvement before reducing.
-        min_lr: Lower bound of the learning rate.
-        gradient_clip: Clip the gradient norm to this value (None: no clipping).
-    """
-
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    schedule: str = "plateau"
-    warmup: float = 0.05
-    weight_decay: float = 1e-4
-    plateau_factor: float = 0.5
-    plateau_patience: int = 5
-    min_lr: float = 1e-7
-    gradient_clip: float | None = None
+def _numeric(annotation: Any) -> bool:
+    """True for number fields (which pydantic would let take a bool as 0 or 1)."""
+    if _allows(annotation, bool):
+        return False
+    ints = typing.get_origin(annotation) is Literal and all(
+        isinstance(a, int) for a in typing.get_args(annotation)
+    )
+    return ints or _allows(annotation, int) or _allows(annotation, float)
 
 
-@dataclass
-class UpscaleConfig:
-    """Upscaling of the input before the network (factor 1: none).
-
-    Attributes:
-        factor: 1, 2 or 4.
-        method: ``bicubic`` or ``sr`` (a super-resolution network, see ``sr_weights``).
-        sr_weights: Weights file of the super-resolution model (method ``sr``).
-    """
-
-    factor: int = 1
-    method: str = "bicubic"
-    sr_weights: str | None = None
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
 
 
-@dataclass
-class TrainConfig:
-    """Everything ``pvdetect train`` needs; see the module docstring for the YAML form.
+class _Options(BaseModel):
+    """Base of the configuration sections: unknown keys refused, finite numbers only."""
 
-    Attributes:
-        out: Run folder.
-        epochs: Maximum number of epochs.
-        accumulate: Gradient accumulation (batches per optimiser step).
-        precision: ``auto`` (bf16-mixed on CPU and bf16-capable GPUs, else 16-mixed),
-            ``bf16-mixed``, ``16-mixed`` or ``32``.
-        compile: ``torch.compile`` the network.
-        accelerator: ``auto``, ``cpu`` or ``gpu``.
-        devices: Lightning ``devices`` (``auto``, a count or a list of device ids).
-        num_nodes: Number of nodes.
-        strategy: Lightning strategy (``auto``, ``ddp``, ...).
-        seed: Seed of initialisation, data order and augmentation.
-        resume: Continue the run in ``out`` from ``checkpoints/last.ckpt``.
-        tensorboard: Write TensorBoard logs to ``out/logs``.
-        max_minutes: Stop training after this many minutes (the best checkpoint so far is
-            used for the bundle); None for no time limit.
-        val_every: Validate every N epochs (and at the last epoch); early-stopping patience
-            and the plateau schedule then count validation rounds.
-        max_train_batches: Limit of training batches per epoch (debugging).
-        max_val_batches: Limit of validation batches per epoch (debugging).
-        threshold_metric: Score maximised by the calibrated threshold (``f1`` or ``iou``).
-        monitor: Metric selecting ``best.ckpt`` (``val_loss`` or ``val_iou``).
-        patience: Early-stopping patience in epochs (on the validation loss).
-        min_delta: Smallest validation-loss change that counts as an improvement.
-        overlap: Tile overlap written to the bundle (default: a quarter of the tile size).
-        progress: Show the progress bar.
-    """
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossSection = field(default_factory=LossSection)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    upscale: UpscaleConfig = field(default_factory=UpscaleConfig)
-    out: str | None = None
-    epochs: int = 100
-    accumulate: int = 1
-    precision: str = "auto"
-    compile: bool = False
-    accelerator: str = "auto"
-    devices: int | list[int] | str = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"
-    seed: int = 0
-    resume: bool = False
-    tensorboard: bool = False
-    max_minutes: float | None = None
-    val_every: int = 1
-    max_train_batches: int | None = None
-    max_val_batches: int | None = None
-    threshold_metric: str = "f1"
-    monitor: str = "val_loss"
-    patience: int = 20
-    min_delta: float = 1e-4
-    overlap: int | None = None
-    progress: bool = True
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_values(cls, data: Any) -> Any:
+        """YAML and command-line spellings: paths as text, ``none``/``null`` for None, and no
+        booleans where numbers belong."""
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for name, value in data.items():
+            info = cls.model_fields.get(name)
+            if info is None:
+                continue
+            if isinstance(value, os.PathLike):
+                value = os.fspath(value)
+            if (
+                isinstance(value, str)
+                and value.strip().lower() in ("none", "null")
+                and _allows(info.annotation, type(None))
+            ):
+                value = None
+            if isinstance(value, bool) and _numeric(info.annotation):
+                want = "a number" if _allows(info.annotation, float) else "an integer"
+                raise rule_error(f"{{0}}: expected {want}, got {value!r}", name)
+            out[name] = value
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON ready)."""
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
 
-# --------------------------------------------------------------------------- conversion
+class DataConfig(_Options):
+    """Where the chips are and how batches are drawn."""
 
+    root: str | None = option(
+        None,
+        "Dataset folder (any layout pvdetect.data.layouts.find_chips knows) or a CSV manifest; "
+        "on the command line the DATA argument.",
+    )
+    cache_dir: str | None = option(
+        None, "Parent folder of the packed cache.", "--cache-dir", metavar="DIR",
+        default_text="ROOT/.pvdetect_cache",
+    )  # fmt: skip
+    band_order: list[Annotated[int, Field(ge=0)]] | None = option(
+        None, "0-based source bands used as Red, Green, Blue, NIR (a list, or comma separated).",
+        "--band-order", metavar="I,J,K,L", default_text="as stored", min_length=1,
+    )  # fmt: skip
+    val_fraction: float = option(
+        0.15, "Validation share of the chips when the layout defines no split.",
+        "--val-fraction", ge=0.0, lt=1.0,
+    )  # fmt: skip
+    test_fraction: float = option(
+        0.15, "Test share of the chips when the layout defines no split.",
+        "--test-fraction", ge=0.0, lt=1.0,
+    )  # fmt: skip
+    batch_size: int = option(5, "Training batch size (per device).", "--batch-size", ge=1)
+    val_batch_size: int = option(5, "Validation batch size (per device).", "--val-batch-size", ge=1)
+    test_batch_size: int = option(40, "Test batch size (per device).", "--test-batch-size", ge=1)
+    num_workers: int = option(
+        2, "DataLoader worker processes (0: load in the main process).", "--num-workers", ge=0
+    )
+    drop_empty: float = option(
+        0.0, "Probability of dropping a chip without PV from an epoch (resampled every epoch); "
+        "0 keeps all, 1 drops all.", "--drop-empty", metavar="P", ge=0.0, le=1.0,
+    )  # fmt: skip
+    oversample_pv: float = option(
+        0.0, "Extra sampling weight of chips holding PV: such a chip is drawn 1+W times as often "
+        "as a chip without PV (0: plain shuffling).", "--oversample-pv", metavar="W", ge=0.0,
+    )  # fmt: skip
+    crop_size: int | None = option(
+        None, "Side of the random training crops at model resolution (after upscaling); a "
+        "multiple of upscale.factor, at least the model's smallest input.", "--crop-size",
+        metavar="PX", default_text="the whole chip", ge=1,
+    )  # fmt: skip
+    crop_pv: float = option(
+        0.0, "Probability that a training crop of a chip holding PV is placed around one of its "
+        "PV pixels (else anywhere); with small crops this keeps plants in view.", "--crop-pv",
+        metavar="P", ge=0.0, le=1.0,
+    )  # fmt: skip
+    augment: bool = option(
+        True, "Random flips and 90-degree rotations (D4) of training batches (--no-augment: "
+        "none).", "--no-augment", action="store_const", const=False,
+    )  # fmt: skip
 
-def _type_name(tp: Any) -> str:
-    if tp is type(None):
-        return "null"
-    if isinstance(tp, type):
-        return tp.__name__
-    return str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert ``value`` to the annotated type ``tp`` or raise ConfigError naming ``key``."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None or (
-            type(None) in options and isinstance(value, str) and value.lower() in ("none", "null")
-        ):
-            if type(None) in options:
-                return None
-        if isinstance(value, str) and int in options and value.strip().lstrip("-").isdigit():
-            return int(value)
-        errors = []
-        for opt in options:
-            if opt is type(None):
-                continue
-            try:
-                return _coerce(value, opt, key)
-            except ConfigError as exc:
-                errors.append(exc)
-        names = " or ".join(_type_name(o) for o in options)
-        raise ConfigError(f"{key}: expected {names}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping of options, got {value!r}")
-        return _build(tp, value, key + ".")
-    if origin is list:
-        (item_tp,) = typing.get_args(tp) or (Any,)
+    @field_validator("band_order", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return {str(k): v for k, v in value.items()}
-    if tp is Any:
+            return [v.strip() for v in value.split(",") if v.strip()]
         return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
-            return value.lower() in ("true", "yes")
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if isinstance(value, int | float):
-            out = float(value)
-        elif isinstance(value, str):
-            try:
-                out = float(value.strip())  # YAML reads 1e-3 as a string
-            except ValueError:
-                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-        else:
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if not math.isfinite(out):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-        return out
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, Path):
-            return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    raise ConfigError(f"{key}: unsupported option type {tp!r}")  # pragma: no cover
 
-
-def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
-    """Instantiate dataclass ``cls`` from ``data``; unknown keys raise ConfigError."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-            raise ConfigError(
-                f"unknown option {prefix}{key}{hint}; valid options here: {', '.join(names)}"
+    @model_validator(mode="after")
+    def _fractions(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise rule_error(
+                f"{{0}} + {{1}} must be < 1, got {self.val_fraction} + {self.test_fraction}",
+                "val_fraction",
+                "test_fraction",
             )
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
+        return self
+
+
+class ModelConfig(_Options):
+    """Network choice."""
+
+    arch: str = option(
+        "unet", "segmentation_models_pytorch architecture (unet, unetplusplus, deeplabv3plus, "
+        "...).", "--arch",
+    )  # fmt: skip
+    encoder: str = option("resnet18", "smp encoder, or a timm model as tu-NAME.", "--encoder")
+    weights: str | None = option(
+        "imagenet", "Pretrained encoder weights: imagenet (or another pretrained name), a local "
+        "weights file, or none for random initialisation.", "--weights",
+        metavar="imagenet|PATH|none",
+    )  # fmt: skip
+
+    @field_validator("arch", "encoder")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise PydanticCustomError("string_too_short", "must not be empty")
+        return value
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _no_weights(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+            return None
+        return value
+
+
+class LossSection(_Options):
+    """Loss name and keyword parameters for pvdetect.model.losses.build_loss."""
+
+    name: str = option(
+        "bce_focal_jaccard", "Loss function (see pvdetect.model.losses).", "--loss", min_length=1
+    )
+    params: dict[str, Any] = option(
+        ..., "Keyword parameters of the loss, e.g. pos_weight: 3.0.", default_factory=dict
+    )
+
+
+class OptimConfig(_Options):
+    """Optimiser and learning-rate schedule."""
+
+    optimizer: Optimizer = option(
+        "adamw", "Optimiser: adam, or adamw (Adam with decoupled weight decay).", "--optimizer"
+    )
+    lr: float = option(
+        1e-3, "Initial learning rate (plateau) or peak learning rate (cosine).", "--lr", gt=0.0
+    )
+    schedule: Schedule = option(
+        "plateau", "plateau: ReduceLROnPlateau on the validation loss, stepped after each "
+        "validation; cosine: linear warm-up over the warmup share of the optimiser steps, then "
+        "a cosine decay to min_lr at the last step of epochs (needs no validation; --resume "
+        "with a larger epochs continues on the curve stretched to the new end).", "--schedule",
+    )  # fmt: skip
+    warmup: float = option(
+        0.05, "Share of the optimiser steps spent warming up (cosine).", "--warmup",
+        metavar="FRAC", ge=0.0, lt=1.0,
+    )  # fmt: skip
+    weight_decay: float = option(
+        1e-4, "Weight decay (decoupled for AdamW, L2 for Adam).", "--weight-decay", ge=0.0
+    )
+    plateau_factor: float = option(
+        0.5, "Factor applied to the learning rate on a plateau.", gt=0.0, lt=1.0
+    )
+    plateau_patience: int = option(
+        5, "Validations without loss improvement before the rate is reduced.", ge=0
+    )
+    min_lr: float = option(1e-7, "Lower bound of the learning rate.", ge=0.0)
+    gradient_clip: float | None = option(
+        None, "Clip the gradient norm to this value.", "--gradient-clip",
+        default_text="no clipping", gt=0.0,
+    )  # fmt: skip
+
+    _lower_choices = field_validator("optimizer", "schedule", mode="before")(_lower)
+
+
+class UpscaleConfig(_Options):
+    """Upscaling of the input before the network (factor 1: none)."""
+
+    factor: UpscaleFactor = option(
+        1, "Upscale the inputs by this factor before the network.", "--upscale-factor"
+    )
+    method: UpscaleMethod = option(
+        "bicubic", "bicubic, or sr: a super-resolution network (see sr_weights).",
+        "--upscale-method",
+    )  # fmt: skip
+    sr_weights: str | None = option(
+        None, "Weights file of the super-resolution model (method sr).", "--sr-weights",
+        metavar="PATH",
+    )  # fmt: skip
+
+    _lower_method = field_validator("method", mode="before")(_lower)
+
+    @field_validator("factor", mode="before")
+    @classmethod
+    def _int_factor(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        return value
+
+    @model_validator(mode="after")
+    def _sr_needs_weights(self) -> UpscaleConfig:
+        if self.method == "sr" and self.factor > 1 and not self.sr_weights:
+            raise rule_error(
+                "{0}: the 'sr' method needs a weights file (--sr-weights)", "sr_weights"
+            )
+        return self
+
+
+class TrainConfig(_Options):
+    """Everything ``pvdetect train`` needs; see the module docstring for the YAML form."""
+
+    data: DataConfig = option(..., "Chips and batches.", default_factory=DataConfig)
+    model: ModelConfig = option(..., "The network.", default_factory=ModelConfig)
+    loss: LossSection = option(..., "The training loss.", default_factory=LossSection)
+    optim: OptimConfig = option(..., "Optimiser and schedule.", default_factory=OptimConfig)
+    upscale: UpscaleConfig = option(
+        ..., "Upscaling before the network.", default_factory=UpscaleConfig
+    )
+    out: str | None = option(
+        None, "Run folder (required: here or in the --config file).", "--out", metavar="RUN"
+    )
+    epochs: int = option(100, "Maximum number of epochs.", "--epochs", ge=1)
+    accumulate: int = option(
+        1, "Gradient accumulation over N batches per optimiser step.", "--accumulate",
+        metavar="N", ge=1,
+    )  # fmt: skip
+    precision: Precision = option(
+        "auto", "auto: bf16-mixed on CPU and bf16-capable GPUs, else 16-mixed.", "--precision"
+    )
+    compile: bool = option(
+        False, "torch.compile the network.", "--compile", action="boolean_optional"
+    )
+    accelerator: Accelerator = option(
+        "auto", "Lightning accelerator (gpu and cuda are the same).", "--accelerator"
+    )
+    devices: int | list[int] | str = option(
+        "auto", "Lightning devices: auto, a count (-1: all) or device ids like 0,1.", "--devices"
+    )
+    num_nodes: int = option(1, "Number of nodes.", "--num-nodes", ge=1)
+    strategy: str = option("auto", "Lightning strategy: auto, ddp, ...", "--strategy")
+    seed: int = option(0, "Seed of initialisation, data order and augmentation.", "--seed")
+    resume: bool = option(
+        False, "Continue the run in RUN from checkpoints/last.ckpt (with its saved "
+        "configuration; flags still override it).", "--resume", action="store_const", const=True,
+    )  # fmt: skip
+    tensorboard: bool = option(
+        False, "Write TensorBoard logs to RUN/logs.", "--tensorboard", action="store_const",
+        const=True,
+    )  # fmt: skip
+    max_minutes: float | None = option(
+        None, "Stop training after this many minutes (the best checkpoint so far is used for "
+        "the bundle).", "--max-minutes", metavar="MIN", default_text="no time limit", gt=0.0,
+    )  # fmt: skip
+    val_every: int = option(
+        1, "Validate every N epochs (and at the last epoch); early-stopping patience and the "
+        "plateau schedule then count validation rounds.", "--val-every", metavar="N", ge=1,
+    )  # fmt: skip
+    max_train_batches: int | None = option(
+        None, "Limit of training batches per epoch (debugging).", "--max-train-batches",
+        metavar="N", default_text="all", ge=1,
+    )  # fmt: skip
+    max_val_batches: int | None = option(
+        None, "Limit of validation batches per epoch (debugging).", "--max-val-batches",
+        metavar="N", default_text="all", ge=1,
+    )  # fmt: skip
+    threshold_metric: ThresholdMetric = option(
+        "f1", "Score maximised by the calibrated threshold.", "--threshold-metric"
+    )
+    monitor: Monitor = option("val_loss", "Metric selecting best.ckpt.", "--monitor")
+    patience: int = option(
+        20, "Early-stopping patience in epochs (on the validation loss).", "--patience", ge=1
+    )
+    min_delta: float = option(
+        1e-4, "Smallest validation-loss change that counts as an improvement.", ge=0.0
+    )
+    overlap: int | None = option(
+        None, "Tile overlap written to the bundle, in input pixels.", "--overlap",
+        default_text="a quarter of the tile", ge=0,
+    )  # fmt: skip
+    progress: bool = option(
+        True, "Show the progress bar (--no-progress: hide it).", "--no-progress",
+        action="store_const", const=False,
+    )  # fmt: skip
+
+    _lower_choices = field_validator("precision", "accelerator", mode="before")(_lower)
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if re.fullmatch(r"-?\d+", text):
+                value = int(text)
+            elif re.fullmatch(r"[\d\s,-]+", text):
+                value = [v.strip() for v in text.split(",") if v.strip()]
+            else:
+                return text  # "auto" or a Lightning device spec
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 1 and value != -1:
+                raise PydanticCustomError(
+                    "devices_count", "must be >= 1, -1 (all), a list of ids or 'auto'"
+                )
+            return value
+        if isinstance(value, list | tuple):
+            ids = [int(v) if isinstance(v, str) and re.fullmatch(r"-?\d+", v) else v for v in value]
+            if not ids or not all(isinstance(v, int) and not isinstance(v, bool) for v in ids):
+                raise PydanticCustomError("devices_ids", "must list integer device ids")
+            if min(ids) < 0:
+                raise PydanticCustomError("devices_ids", "must list non-negative device ids")
+            return ids
+        raise PydanticCustomError(
+            "devices_type", "expected auto, a device count or a list of device ids"
+        )
+
+    @model_validator(mode="after")
+    def _crop_fits_factor(self) -> TrainConfig:
+        crop, factor = self.data.crop_size, self.upscale.factor
+        if crop is not None and crop % factor:
+            raise rule_error(
+                f"{{0}}: must be a multiple of upscale.factor {factor}, got {crop}",
+                "data.crop_size",
+            )
+        return self
+
+
+SECTIONS: dict[str, type[_Options]] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "loss": LossSection,
+    "optim": OptimConfig,
+    "upscale": UpscaleConfig,
+}
+
+
+def iter_fields(model: type[BaseModel] = TrainConfig) -> Iterator[tuple[str, FieldInfo]]:
+    """Dotted key and field of every option (sections expanded, in declaration order)."""
+    return leaf_fields(model)
+
+
+# --------------------------------------------------------------------------- loading and saving
 
 
 def config_from_dict(data: Mapping[str, Any] | None) -> TrainConfig:
@@ -340,9 +476,10 @@ def config_from_dict(data: Mapping[str, Any] | None) -> TrainConfig:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"configuration must be a mapping of options, got {type(data).__name__}")
-    cfg = _build(TrainConfig, data)
-    validate(cfg)
-    return cfg
+    try:
+        return TrainConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(first_error(exc, TrainConfig)) from None
 
 
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -406,121 +543,29 @@ def dump_config(config: TrainConfig) -> str:
 
 def save_config(config: TrainConfig, path: str | Path) -> Path:
     """Write the configuration as YAML, atomically."""
-    from pvdetect.data.raster import atomic_output
+    from pvdetect.io import write_text
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(p) as tmp:
-        Path(tmp).write_text(dump_config(config), encoding="utf-8")
-    return p
+    return write_text(p, dump_config(config))
 
 
-# --------------------------------------------------------------------------- validation
+def check_model_sizes(cfg: TrainConfig) -> None:
+    """Refuse a training crop smaller than the model accepts (and any below 16 px).
 
+    Builds nothing: asks :func:`pvdetect.model.factory.min_input_size`, which also refuses an
+    unknown architecture or encoder. Call it before anything is written.
 
-def _bad(key: str, value: Any, want: str) -> ConfigError:
-    return ConfigError(f"{key}: {want}, got {value!r}")
+    Raises:
+        ConfigError: unknown architecture or encoder, or ``data.crop_size`` too small.
+    """
+    from pvdetect.model.factory import min_input_size
 
-
-def validate(cfg: TrainConfig) -> None:
-    """Check ranges and choices; raises ConfigError naming the dotted key and value."""
-    d, m, o, u = cfg.data, cfg.model, cfg.optim, cfg.upscale
-    for key, value in (
-        ("data.batch_size", d.batch_size),
-        ("data.val_batch_size", d.val_batch_size),
-        ("data.test_batch_size", d.test_batch_size),
-        ("epochs", cfg.epochs),
-        ("accumulate", cfg.accumulate),
-        ("num_nodes", cfg.num_nodes),
-        ("patience", cfg.patience),
-        ("val_every", cfg.val_every),
-    ):
-        if value < 1:
-            raise _bad(key, value, "must be >= 1")
-    for key, value in (
-        ("max_train_batches", cfg.max_train_batches),
-        ("max_val_batches", cfg.max_val_batches),
-        ("data.crop_size", d.crop_size),
-    ):
-        if value is not None and value < 1:
-            raise _bad(key, value, "must be >= 1")
-    if cfg.max_minutes is not None and not cfg.max_minutes > 0:
-        raise _bad("max_minutes", cfg.max_minutes, "must be > 0")
-    if d.num_workers < 0:
-        raise _bad("data.num_workers", d.num_workers, "must be >= 0")
-    if not 0.0 <= d.drop_empty <= 1.0:
-        raise _bad("data.drop_empty", d.drop_empty, "must be a probability in [0, 1]")
-    if not 0.0 <= d.crop_pv <= 1.0:
-        raise _bad("data.crop_pv", d.crop_pv, "must be a probability in [0, 1]")
-    if d.oversample_pv < 0:
-        raise _bad("data.oversample_pv", d.oversample_pv, "must be >= 0")
-    for key, value in (
-        ("data.val_fraction", d.val_fraction),
-        ("data.test_fraction", d.test_fraction),
-    ):
-        if not 0.0 <= value < 1.0:
-            raise _bad(key, value, "must be in [0, 1)")
-    if d.val_fraction + d.test_fraction >= 1.0:
+    arch, encoder = cfg.model.arch, cfg.model.encoder
+    need = max(min_input_size(arch, encoder), MIN_CROP)
+    crop = cfg.data.crop_size
+    if crop is not None and crop < need:
         raise ConfigError(
-            f"data.val_fraction + data.test_fraction must be < 1, got "
-            f"{d.val_fraction} + {d.test_fraction}"
+            f"data.crop_size: {crop} px is too small: {arch} with encoder {encoder} needs "
+            f"crops of at least {need} px"
         )
-    if d.band_order is not None and (not d.band_order or min(d.band_order) < 0):
-        raise _bad("data.band_order", d.band_order, "must be non-negative 0-based band indices")
-    if not m.arch.strip():
-        raise _bad("model.arch", m.arch, "must not be empty")
-    if not m.encoder.strip():
-        raise _bad("model.encoder", m.encoder, "must not be empty")
-    if m.weights is not None and m.weights.strip().lower() in ("", "none", "null"):
-        m.weights = None
-    if not cfg.loss.name.strip():
-        raise _bad("loss.name", cfg.loss.name, "must not be empty")
-    o.optimizer = o.optimizer.lower()
-    if o.optimizer not in OPTIMIZERS:
-        raise _bad("optim.optimizer", o.optimizer, f"must be one of {', '.join(OPTIMIZERS)}")
-    if o.lr <= 0:
-        raise _bad("optim.lr", o.lr, "must be > 0")
-    o.schedule = o.schedule.lower()
-    if o.schedule not in SCHEDULES:
-        raise _bad("optim.schedule", o.schedule, f"must be one of {', '.join(SCHEDULES)}")
-    if not 0.0 <= o.warmup < 1.0:
-        raise _bad("optim.warmup", o.warmup, "must be in [0, 1)")
-    if o.weight_decay < 0:
-        raise _bad("optim.weight_decay", o.weight_decay, "must be >= 0")
-    if not 0.0 < o.plateau_factor < 1.0:
-        raise _bad("optim.plateau_factor", o.plateau_factor, "must be in (0, 1)")
-    if o.plateau_patience < 0:
-        raise _bad("optim.plateau_patience", o.plateau_patience, "must be >= 0")
-    if o.min_lr < 0:
-        raise _bad("optim.min_lr", o.min_lr, "must be >= 0")
-    if o.gradient_clip is not None and o.gradient_clip <= 0:
-        raise _bad("optim.gradient_clip", o.gradient_clip, "must be > 0")
-    if u.factor not in UPSCALE_FACTORS:
-        raise _bad("upscale.factor", u.factor, "must be 1, 2 or 4")
-    u.method = u.method.lower()
-    if u.method not in UPSCALE_METHODS:
-        raise _bad("upscale.method", u.method, f"must be one of {', '.join(UPSCALE_METHODS)}")
-    if u.method == "sr" and u.factor > 1 and not u.sr_weights:
-        raise ConfigError("upscale.sr_weights: the 'sr' method needs a weights file (--sr-weights)")
-    if d.crop_size is not None and d.crop_size % u.factor:
-        raise ConfigError(
-            f"data.crop_size: must be a multiple of upscale.factor {u.factor}, got {d.crop_size}"
-        )
-    cfg.precision = str(cfg.precision).lower()
-    if cfg.precision not in PRECISIONS:
-        raise _bad("precision", cfg.precision, f"must be one of {', '.join(PRECISIONS)}")
-    cfg.accelerator = cfg.accelerator.lower()
-    if cfg.accelerator not in ACCELERATORS:
-        raise _bad("accelerator", cfg.accelerator, f"must be one of {', '.join(ACCELERATORS)}")
-    if isinstance(cfg.devices, int) and cfg.devices < 1 and cfg.devices != -1:
-        raise _bad("devices", cfg.devices, "must be >= 1, -1 (all), a list of ids or 'auto'")
-    if isinstance(cfg.devices, list) and (not cfg.devices or min(cfg.devices) < 0):
-        raise _bad("devices", cfg.devices, "must list non-negative device ids")
-    if cfg.threshold_metric not in THRESHOLD_METRICS:
-        raise _bad("threshold_metric", cfg.threshold_metric, "must be f1 or iou")
-    if cfg.monitor not in MONITORS:
-        raise _bad("monitor", cfg.monitor, f"must be one of {', '.join(MONITORS)}")
-    if cfg.min_delta < 0:
-        raise _bad("min_delta", cfg.min_delta, "must be >= 0")
-    if cfg.overlap is not None and cfg.overlap < 0:
-        raise _bad("overlap", cfg.overlap, "must be >= 0")

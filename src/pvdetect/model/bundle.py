@@ -14,69 +14,25 @@ import json
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from pvdetect import __version__
-from pvdetect.data.raster import BAND_NAMES, DEFAULT_NODATA
 from pvdetect.device import autocast_dtype
 from pvdetect.errors import BundleError
 from pvdetect.io import atomic_output, first_line
+from pvdetect.model.bundle_meta import (  # noqa: F401 - FORMAT_VERSION, UpscaleMeta re-exported
+    FORMAT_VERSION,
+    META_NAME,
+    BundleMeta,
+    UpscaleMeta,
+    parse_meta_json,
+)
 from pvdetect.model.preprocessing import Preprocessor, run_model, tta_elements, tta_probs
 
-FORMAT_VERSION = 1
-META_NAME = "bundle.json"
 WEIGHTS_NAME = "model.safetensors"
 SR_NAME = "sr_model.safetensors"
-
-
-@dataclass
-class UpscaleMeta:
-    """How inputs are upscaled before the model (factor 1 = not at all)."""
-
-    factor: int = 1
-    method: str = "bicubic"
-    sr_weights: str | None = None  # inside a bundle: the file name of the SR weights
-
-
-@dataclass
-class BundleMeta:
-    """Contents of ``bundle.json``; see docs/architecture.md."""
-
-    arch: str
-    encoder: str
-    band_stats: dict[str, list[float]]
-    in_channels: int = 4
-    band_order: list[str] = field(default_factory=lambda: list(BAND_NAMES))
-    input_scale: float = 1.0
-    nodata: float = DEFAULT_NODATA
-    threshold: float = 0.5
-    threshold_metric: str = "f1"
-    upscale: UpscaleMeta = field(default_factory=UpscaleMeta)
-    tile_size: int = 256
-    overlap: int = 64
-    data_fingerprint: str = ""
-    val_metrics: dict[str, Any] = field(default_factory=dict)
-    created: str = ""
-    pvdetect_version: str = __version__
-    format_version: int = FORMAT_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BundleMeta:
-        """Build from a dict, ignoring unknown keys written by newer versions."""
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        up = kwargs.get("upscale") or {}
-        kwargs["upscale"] = up if isinstance(up, UpscaleMeta) else UpscaleMeta(**up)
-        return cls(**kwargs)
 
 
 class Bundle:
@@ -245,18 +201,10 @@ def _read_meta(path: Path, d: Path) -> BundleMeta:
     if not meta_file.is_file():
         raise BundleError(f"{path}: not a bundle ({META_NAME} missing)")
     try:
-        data = json.loads(meta_file.read_text())
-        meta = BundleMeta.from_dict(data)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise BundleError(f"{path}: {META_NAME} is invalid ({exc})") from None
-    if meta.format_version > FORMAT_VERSION:
-        raise BundleError(
-            f"{path}: bundle format {meta.format_version} is newer than this pvdetect "
-            f"supports ({FORMAT_VERSION}); upgrade pvdetect"
-        )
-    if len(meta.band_stats.get("mean", [])) != meta.in_channels:
-        raise BundleError(f"{path}: band statistics do not match {meta.in_channels} bands")
-    return meta
+        text = meta_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: {META_NAME}: cannot be read ({first_line(exc)})") from None
+    return parse_meta_json(text, str(path))
 
 
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
