@@ -122,7 +122,8 @@ def test_wrong_band_count(data: Path) -> None:
     img, mask = chip_arrays(5)
     write_raster(img_path(data), img[:3], crs="EPSG:32633", transform=T, nodata=ND)
     assert only_problem(data) == (
-        f"{img_path(data)}: image has 3 band(s), expected 4 (Red, Green, Blue, NIR)"
+        f"{img_path(data)}: image has 3 band(s), expected 4 (Red, Green, Blue, NIR) or a band "
+        "order choosing them"
     )
     write_raster(img_path(data), img, crs="EPSG:32633", transform=T, nodata=ND)
     write_raster(mask_path(data), np.concatenate([mask, mask]), crs="EPSG:32633", transform=T)
@@ -144,24 +145,36 @@ def test_crs_and_transform_mismatch(data: Path) -> None:
     assert "transform" in only_problem(data)
 
 
-def test_nan_inf_in_image(data: Path) -> None:
+def only_warning(root: Path) -> str:
+    report = check_dataset(root)
+    assert report.ok, report.problems
+    assert len(report.warnings) == 1, report.warnings
+    return report.warnings[0]
+
+
+def test_nan_inf_in_image_are_nodata_with_a_warning(data: Path) -> None:
     img, _ = chip_arrays(5)
     img[0, 10, 10] = np.nan
     img[2, 11, 11] = np.inf
     write_raster(img_path(data), img, crs="EPSG:32633", transform=T, nodata=ND)
-    assert only_problem(data) == (
-        f"{img_path(data)}: 2 pixel(s) with NaN/inf values (declared nodata is -9999)"
+    assert only_warning(data) == (
+        f"{img_path(data)}: 2 pixel(s) with NaN/inf values, treated as nodata "
+        "(declared nodata is -9999)"
     )
+    report = check_dataset(data)
+    # the two pixels count as nodata in the summary: 4 nodata rows per chip plus these two
+    assert report.nodata_fraction["train"] == pytest.approx((6 * 4 * SIZE + 2) / (6 * SIZE**2))
 
 
 def test_nan_is_fine_when_it_is_the_nodata(data: Path) -> None:
     img, _ = chip_arrays(5)
     img[img == ND] = np.nan
     write_raster(img_path(data), img, crs="EPSG:32633", transform=T, nodata=float("nan"))
-    assert check_dataset(data).ok
+    report = check_dataset(data)
+    assert report.ok and not report.warnings
     img[1, 12, 12] = -np.inf
     write_raster(img_path(data), img, crs="EPSG:32633", transform=T, nodata=float("nan"))
-    assert "1 pixel(s) with inf values" in only_problem(data)
+    assert "1 pixel(s) with inf values, treated as nodata" in only_warning(data)
 
 
 def test_mask_values_outside_0_1_nodata(data: Path) -> None:
@@ -173,10 +186,10 @@ def test_mask_values_outside_0_1_nodata(data: Path) -> None:
     )
 
 
-def test_chip_entirely_nodata(data: Path) -> None:
+def test_chip_entirely_nodata_is_a_warning(data: Path) -> None:
     img = np.full((4, SIZE, SIZE), ND, np.float32)
     write_raster(img_path(data, 4), img, crs="EPSG:32633", transform=T, nodata=ND)
-    assert only_problem(data) == f"{img_path(data, 4)}: chip is entirely nodata"
+    assert only_warning(data) == f"{img_path(data, 4)}: chip is entirely nodata; it adds nothing"
 
 
 def test_declared_split_empty(data: Path) -> None:
@@ -212,7 +225,8 @@ def test_every_problem_listed(data: Path) -> None:
     write_raster(img_path(data, 4), np.full((4, SIZE, SIZE), ND, np.float32),
                  crs="EPSG:32633", transform=T)  # fmt: skip
     report = check_dataset(data)
-    assert len(report.problems) == 3
+    assert len(report.problems) == 2  # missing mask, truncated image
+    assert f"{img_path(data, 4)}: chip is entirely nodata; it adds nothing" in report.warnings
     assert report.chips == {"train": 5, "val": 2}
 
 

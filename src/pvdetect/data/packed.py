@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import operator
 import os
 import shutil
@@ -28,13 +27,11 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
+from pvdetect.data.chips import IMAGE_BANDS, read_chip, source_bands
 from pvdetect.data.layouts import ChipRecord, dataset_root, dir_writable
 from pvdetect.data.raster import (
     IGNORE_INDEX,
-    RasterInfo,
     raster_info,
-    read_raster,
-    valid_pixels,
 )
 from pvdetect.data.stats import BandStats, band_stats
 from pvdetect.errors import ConfigError, DataError, OutputError
@@ -274,27 +271,14 @@ def _check_band_order(band_order: Sequence[int] | None) -> list[int] | None:
     return order
 
 
-def _source_bands(info: RasterInfo, order: list[int] | None) -> list[int]:
-    if order is None:
-        if info.count != 4:
-            raise DataError(
-                f"{info.path}: image has {info.count} band(s); expected 4 (Red, Green, Blue, "
-                f"NIR) or a band_order choosing them"
-            )
-        return [1, 2, 3, 4]
-    if max(order) >= info.count:
-        raise DataError(
-            f"{info.path}: band_order {order} needs {max(order) + 1} bands, file has {info.count}"
-        )
-    return [b + 1 for b in order]
-
-
 def _write_cache(
     tmp: Path, records: list[ChipRecord], order: list[int] | None, fp: str, ds_id: str
 ) -> None:
     infos = [raster_info(r.image) for r in records]
-    bands = [_source_bands(info, order) for info in infos]
-    n, c = len(records), len(bands[0])
+    for info, rec in zip(infos, records, strict=True):
+        if source_bands(info, order) is None:
+            read_chip(rec, order).raise_problems()
+    n, c = len(records), len(order) if order is not None else IMAGE_BANDS
     h = max(i.height for i in infos)
     w = max(i.width for i in infos)
     images = open_memmap(tmp / "images.npy", mode="w+", dtype=np.float32, shape=(n, c, h, w))
@@ -303,31 +287,17 @@ def _write_cache(
     masks[:] = IGNORE_INDEX  # padding is ignore; images and valid start as 0 / False
     chips: list[dict] = []
     pv = np.zeros(n, np.float64)
-    for i, (rec, b) in enumerate(zip(records, bands, strict=True)):
-        img, info = read_raster(rec.image, bands=b)
-        m, minfo = read_raster(rec.mask)
-        if minfo.count != 1:
-            raise DataError(f"{rec.mask}: mask has {minfo.count} bands, expected 1")
-        if (minfo.height, minfo.width) != (info.height, info.width):
-            raise DataError(
-                f"{rec.mask}: size {minfo.height}x{minfo.width} differs from image "
-                f"{rec.image.name} {info.height}x{info.width}"
-            )
-        ok = valid_pixels(img, info.nodata_value)
-        m = m[0]
-        mnd = minfo.nodata_value
-        labelled = ~(np.isnan(m) if math.isnan(mnd) else m == mnd)
-        bad = labelled & (m != 0) & (m != 1)
-        if bad.any():
-            vals = ", ".join(f"{v:g}" for v in np.unique(m[bad])[:5])
-            raise DataError(
-                f"{rec.mask}: mask values outside {{0, 1, nodata {mnd:g}}}: {vals}; "
-                f"run pvdetect check"
-            )
-        img[:, ~ok] = 0.0
-        target = np.where(ok & labelled, m, IGNORE_INDEX).astype(np.uint8)
+    for i, rec in enumerate(records):
+        chip = read_chip(rec, order)
+        chip.raise_problems()
+        for warning in chip.warnings:
+            log.warning("%s", warning)
+        info, ok = chip.image_info, chip.valid
+        assert info is not None and ok is not None and chip.image is not None
+        assert chip.mask_info is not None
         ih, iw = info.height, info.width
-        images[i, :, :ih, :iw] = img
+        images[i, :, :ih, :iw] = np.where(ok[None], chip.image, np.float32(0.0))
+        target = chip.target()
         masks[i, :ih, :iw] = target
         valid[i, :ih, :iw] = ok
         n_lab = int((target != IGNORE_INDEX).sum())
@@ -339,7 +309,7 @@ def _write_cache(
                 "crs": info.crs.to_wkt() if info.crs is not None else None,
                 "transform": list(info.transform)[:6],
                 "nodata": info.nodata_value,
-                "mask_nodata": mnd,
+                "mask_nodata": chip.mask_info.nodata_value,
             }
         )
     for arr in (images, masks, valid):

@@ -13,17 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from pvdetect.data.chips import IMAGE_BANDS, crs_text, read_chip
 from pvdetect.data.layouts import SPLITS, ChipRecord, LayoutScan, scan_layout
 from pvdetect.data.raster import (
     BAND_NAMES,
     RasterInfo,
-    read_raster,
-    valid_pixels,
 )
 from pvdetect.data.stats import RunningBandStats
 from pvdetect.errors import DataError
-
-IMAGE_BANDS = 4
 
 
 @dataclass
@@ -209,7 +206,7 @@ def check_dataset(
         info = _check_chip(rec, acc, report)
         if info is not None:
             sizes[f"{info.height}x{info.width}"] += 1
-            crs[_crs_text(info)] += 1
+            crs[crs_text(info)] += 1
             pixel_sizes[f"{info.res[0]:g} x {info.res[1]:g}"] += 1
 
     _check_splits(scan, accs, report)
@@ -241,100 +238,26 @@ def check_dataset(
     return report
 
 
-def _crs_text(info: RasterInfo) -> str:
-    if info.crs is None:
-        return "none"
-    epsg = info.crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else info.crs.to_string()[:60]
-
-
 def _check_chip(rec: ChipRecord, acc: _SplitAcc, report: CheckReport) -> RasterInfo | None:
-    """Check one pair, adding problems and accumulating statistics; returns the image info."""
-    problems = report.problems
-    image = mask = None
-    img_info = mask_info = None
-    try:
-        image, img_info = read_raster(rec.image)
-    except DataError as exc:
-        problems.append(str(exc))
-    try:
-        mask, mask_info = read_raster(rec.mask)
-    except DataError as exc:
-        problems.append(str(exc))
-
-    img_ok = image is not None and img_info is not None
-    if img_ok and img_info.count != IMAGE_BANDS:
-        problems.append(
-            f"{rec.image}: image has {img_info.count} band(s), expected {IMAGE_BANDS} "
-            f"({', '.join(BAND_NAMES)})"
-        )
-        img_ok = False
-    mask_ok = mask is not None and mask_info is not None
-    if mask_ok and mask_info.count != 1:
-        problems.append(f"{rec.mask}: mask has {mask_info.count} bands, expected 1")
-        mask_ok = False
-
-    valid = None
-    if img_ok:
-        nd = img_info.nodata_value
-        if math.isnan(nd):
-            bad = np.isinf(image).any(axis=0)
-            what = "inf"
-        else:
-            bad = ~np.isfinite(image).all(axis=0)
-            what = "NaN/inf"
-        if bad.any():
-            problems.append(
-                f"{rec.image}: {int(bad.sum())} pixel(s) with {what} values "
-                f"(declared nodata is {nd:g})"
-            )
-        valid = valid_pixels(image, nd)
-        n_valid = int(valid.sum())
-        if n_valid == 0:
-            problems.append(f"{rec.image}: chip is entirely nodata")
-        acc.pixels += valid.size
-        acc.invalid += valid.size - n_valid
-        acc.stats.update(image[:, valid])
-
-    if mask_ok:
-        m = mask[0]
-        nd = mask_info.nodata_value
-        nod = np.isnan(m) if math.isnan(nd) else m == nd
-        allowed = (m == 0) | (m == 1) | nod
-        if not allowed.all():
-            vals = np.unique(m[~allowed])
-            shown = ", ".join(f"{v:g}" for v in vals[:5]) + (" ..." if vals.size > 5 else "")
-            problems.append(
-                f"{rec.mask}: {int((~allowed).sum())} mask value(s) outside {{0, 1, nodata "
-                f"{nd:g}}}: {shown}"
-            )
-
-    if img_ok and mask_ok:
-        if (img_info.height, img_info.width) != (mask_info.height, mask_info.width):
-            problems.append(
-                f"{rec.mask}: size {mask_info.height}x{mask_info.width} differs from image "
-                f"{rec.image.name} {img_info.height}x{img_info.width}"
-            )
-        else:
-            if img_info.crs != mask_info.crs:
-                problems.append(
-                    f"{rec.mask}: CRS {_crs_text(mask_info)} differs from image "
-                    f"{rec.image.name} {_crs_text(img_info)}"
-                )
-            tol = 1e-6 * max(abs(img_info.transform.a), abs(img_info.transform.e), 1.0)
-            if not img_info.transform.almost_equals(mask_info.transform, precision=tol):
-                problems.append(
-                    f"{rec.mask}: transform {tuple(mask_info.transform)[:6]} differs from image "
-                    f"{rec.image.name} {tuple(img_info.transform)[:6]}"
-                )
-            labelled = valid & (m == 0) | valid & (m == 1)
-            n_lab = int(labelled.sum())
-            acc.labelled += n_lab
-            acc.pv += int((valid & (m == 1)).sum())
-            acc.unlabelled += int(valid.sum()) - n_lab
-            if n_lab == 0 and valid.any():
-                report.warnings.append(f"{rec.mask}: no labelled pixel inside the imaged area")
-    return img_info if img_ok else None
+    """Judge one pair by :func:`~pvdetect.data.chips.read_chip`, accumulating statistics;
+    returns the image info when the image could be read."""
+    chip = read_chip(rec)
+    report.problems.extend(chip.problems)
+    report.warnings.extend(chip.warnings)
+    if chip.image is None or chip.valid is None:
+        return None
+    valid = chip.valid
+    acc.pixels += valid.size
+    acc.invalid += valid.size - int(valid.sum())
+    acc.stats.update(chip.image[:, valid])
+    if chip.ok:
+        assert chip.mask is not None and chip.labelled is not None
+        labelled = valid & chip.labelled
+        n_lab = int(labelled.sum())
+        acc.labelled += n_lab
+        acc.pv += int((labelled & (chip.mask == 1)).sum())
+        acc.unlabelled += int(valid.sum()) - n_lab
+    return chip.image_info
 
 
 def _check_splits(scan: LayoutScan, accs: dict[str, _SplitAcc], report: CheckReport) -> None:
