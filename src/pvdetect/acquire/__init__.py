@@ -1,0 +1,17 @@
+"""Fetch Sentinel-2 imagery from STAC catalogs and public datasets; start masks for labelling.
+
+* :mod:`~pvdetect.acquire.catalogs`: the known catalogs, the search; :mod:`.signing`: signed
+  asset addresses (Planetary Computer).
+* :mod:`~pvdetect.acquire.assets`: the four bands, the scene classification and the offset
+  and scale of each item's assets.
+* :mod:`~pvdetect.acquire.grid`: the output grid (UTM choice, bbox and point parsing).
+* :mod:`~pvdetect.acquire.composite`: windowed, reprojected reads and the per-pixel median.
+* :mod:`~pvdetect.acquire.chips`: capture windows moved at random around a point.
+* :mod:`~pvdetect.acquire.pipeline`: one acquisition end to end, with its JSON sidecar.
+* :mod:`~pvdetect.acquire.automask`: first PV masks from thresholds, for hand correction.
+* :mod:`~pvdetect.acquire.datasets` and :mod:`.download`: public datasets, resumable and
+  verified downloads, safe extraction.
+* :mod:`~pvdetect.acquire.http`: sessions with retries, GDAL's HTTP options, NetworkError.
+
+Nothing here imports torch.
+"""

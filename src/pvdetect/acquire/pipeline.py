@@ -1,0 +1,483 @@
+"""One acquisition end to end: search, composite, COG, chips, and the JSON sidecar.
+
+``DIR/NAME.tif`` (the median composite, a COG) and ``DIR/NAME.json`` (what was asked and what
+was done) appear together or not at all, with the chips ``DIR/images/NAME_k.tif`` when asked
+for. The sidecar records the request: a rerun with the same request reuses the complete
+output without touching the network; a different request under the same name is refused
+unless ``overwrite`` is set, so that chips whose masks were corrected by hand are never
+replaced by surprise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from rasterio.crs import CRS
+
+from pvdetect import __version__
+from pvdetect.acquire.assets import AssetError, ItemAssets, resolve_item
+from pvdetect.acquire.catalogs import Catalog, SearchResult, make_signer, search_items
+from pvdetect.acquire.chips import capture_windows
+from pvdetect.acquire.composite import (
+    DEFAULT_MASK_CLASSES,
+    DEFAULT_MEMORY_MB,
+    OUT_NODATA,
+    CompositeResult,
+    build_composite,
+    group_by_day,
+)
+from pvdetect.acquire.grid import Grid, grid_for_bbox, grid_for_point, utm_crs
+from pvdetect.acquire.http import DEFAULT_POLICY, RetryPolicy
+from pvdetect.acquire.outputs import Staging, remove_quietly, write_chip, write_cog
+from pvdetect.data.raster import BAND_NAMES
+from pvdetect.errors import ConfigError, DataError, OutputError
+from pvdetect.io import clean_json
+
+FORMAT = "pvdetect-acquire/1"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_-]*$")
+
+
+@dataclass(frozen=True)
+class AcquireRequest:
+    """Everything that decides an acquisition's output.
+
+    Attributes:
+        catalog: The STAC API.
+        collection: Collection to search.
+        bbox: WGS 84 ``(W, S, E, N)``, or None with ``point``.
+        point: WGS 84 ``(lon, lat)``, or None with ``bbox``.
+        size_km: Side of the square around ``point``.
+        start: First date (included).
+        end: Last date (included).
+        crs: Output CRS; None for the UTM zone of the area's centre.
+        resolution: Pixel size in metres.
+        max_items: Items used at most (the least cloudy when more match).
+        mask_classes: Scene classification classes masked as invalid.
+        chips: Chips to cut around ``point`` (0: none).
+        chip_size: Chip side in pixels.
+        seed: Seed of the chip windows.
+        name: Output name (file stem and chip prefix).
+    """
+
+    catalog: Catalog
+    collection: str
+    bbox: tuple[float, float, float, float] | None
+    point: tuple[float, float] | None
+    size_km: float | None
+    start: date
+    end: date
+    name: str
+    crs: CRS | None = None
+    resolution: float = 10.0
+    max_items: int = 60
+    mask_classes: tuple[int, ...] = DEFAULT_MASK_CLASSES
+    chips: int = 0
+    chip_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.bbox is None) == (self.point is None):
+            raise ConfigError("--bbox or --point: give exactly one of them")
+        if self.start > self.end:
+            raise ConfigError(f"--start: {self.start} is after --end {self.end}")
+        if not _NAME_RE.match(self.name):
+            raise ConfigError(
+                f"--name: {self.name!r} must start with a letter or digit and hold only "
+                f"letters, digits, '.', '+', '_' and '-'"
+            )
+        if self.max_items < 1:
+            raise ConfigError(f"--max-items: must be at least 1, got {self.max_items}")
+        if self.chips:
+            if self.point is None:
+                raise ConfigError("--chips: needs --point (chips are cut around a point)")
+            if not 16 <= self.chip_size <= 4096:
+                raise ConfigError(f"--chip-size: must lie in [16, 4096], got {self.chip_size}")
+        elif self.point is not None and self.size_km is None:
+            raise ConfigError("--size-km: needed with --point (the side of the square)")
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        """``(lon, lat)`` of the area's centre."""
+        if self.point is not None:
+            return self.point
+        assert self.bbox is not None
+        w, s, e, n = self.bbox
+        return ((w + e) / 2, (s + n) / 2)
+
+    def output_crs(self) -> CRS:
+        """``crs``, or the UTM zone of the centre."""
+        return self.crs if self.crs is not None else utm_crs(*self.centre)
+
+    def area_m(self) -> float:
+        """Side of the square around ``point``: ``size_km``, at least two chips wide."""
+        size = (self.size_km or 0.0) * 1000.0
+        if self.chips:
+            size = max(size, 2 * self.chip_size * self.resolution)
+        return size
+
+    def grid(self) -> Grid:
+        """The output grid."""
+        crs = self.output_crs()
+        if self.bbox is not None:
+            return grid_for_bbox(self.bbox, crs, self.resolution)
+        assert self.point is not None
+        return grid_for_point(*self.point, self.area_m(), crs, self.resolution)
+
+    def to_json(self) -> dict[str, Any]:
+        """The request as the sidecar records it (and a rerun compares)."""
+        crs = self.output_crs()
+        epsg = crs.to_epsg()
+        area: dict[str, Any] = (
+            {"bbox": list(self.bbox)}
+            if self.bbox is not None
+            else {"point": list(self.point or ()), "size_km": self.area_m() / 1000.0}
+        )
+        return clean_json(
+            {
+                "catalog": self.catalog.url,
+                "collection": self.collection,
+                **area,
+                "start": self.start.isoformat(),
+                "end": self.end.isoformat(),
+                "crs": f"EPSG:{epsg}" if epsg else crs.to_wkt(),
+                "resolution": self.resolution,
+                "max_items": self.max_items,
+                "mask_classes": list(self.mask_classes),
+                "chips": self.chips,
+                "chip_size": self.chip_size if self.chips else None,
+                "seed": self.seed if self.chips else None,
+                "name": self.name,
+            }
+        )
+
+
+@dataclass
+class AcquireResult:
+    """What :func:`acquire` wrote (or found complete).
+
+    Attributes:
+        image: The composite COG.
+        sidecar: Its JSON sidecar.
+        chips: The chip files.
+        reused: True when a complete output of the same request was found.
+        items: Items used.
+        dates: Solar days used.
+        valid_fraction: Share of composite pixels with a clear observation.
+        warnings: Remarks for the user.
+    """
+
+    image: Path
+    sidecar: Path
+    chips: list[Path] = field(default_factory=list)
+    reused: bool = False
+    items: int = 0
+    dates: int = 0
+    valid_fraction: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _paths(out_dir: Path, name: str, chips: int) -> tuple[Path, Path, list[Path]]:
+    return (
+        out_dir / f"{name}.tif",
+        out_dir / f"{name}.json",
+        [out_dir / "images" / f"{name}_{k}.tif" for k in range(1, chips + 1)],
+    )
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == FORMAT else None
+
+
+def _reusable(request: AcquireRequest, out_dir: Path) -> AcquireResult | None:
+    image, sidecar, _ = _paths(out_dir, request.name, 0)
+    old = _read_sidecar(sidecar) if sidecar.is_file() else None
+    if old is None or old.get("request") != request.to_json() or not image.is_file():
+        return None
+    chips = [out_dir / c["file"] for c in old.get("chips", [])]
+    if not all(c.is_file() for c in chips):
+        return None
+    out = old.get("output", {})
+    return AcquireResult(
+        image=image,
+        sidecar=sidecar,
+        chips=chips,
+        reused=True,
+        items=len(old.get("items", [])),
+        dates=len(old.get("dates", [])),
+        valid_fraction=float(out.get("valid_fraction") or 0.0),
+    )
+
+
+def _check_conflicts(request: AcquireRequest, out_dir: Path, overwrite: bool) -> list[Path]:
+    """Refuse to replace another request's files; returns old chips to delete afterwards."""
+    image, sidecar, chips = _paths(out_dir, request.name, request.chips)
+    old = _read_sidecar(sidecar) if sidecar.is_file() else None
+    old_chips = [out_dir / c["file"] for c in (old or {}).get("chips", [])]
+    if overwrite:
+        return [c for c in old_chips if c not in chips]
+    for path in [sidecar, image, *chips]:
+        if path.exists():
+            why = "holds a different request" if path == sidecar and old else "exists"
+            raise OutputError(
+                f"{path}: {why}; give another --name, or --overwrite to replace the outputs"
+            )
+    return []
+
+
+def _resolve(search: SearchResult) -> tuple[list[ItemAssets], list[dict[str, str]]]:
+    used: list[ItemAssets] = []
+    skipped: list[dict[str, str]] = []
+    for item in search.items:
+        try:
+            used.append(resolve_item(item))
+        except AssetError as exc:
+            skipped.append({"id": item.id, "reason": str(exc)})
+    return used, skipped
+
+
+def acquire(
+    request: AcquireRequest,
+    out_dir: Path,
+    *,
+    overwrite: bool = False,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    memory_mb: float = DEFAULT_MEMORY_MB,
+    block_side: int | None = None,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> AcquireResult:
+    """Search, composite and write one acquisition (see the module docstring).
+
+    Args:
+        request: What to acquire.
+        out_dir: Output folder ``DIR``.
+        overwrite: Replace the outputs of a different request under the same name, or
+            recompute the same request.
+        policy: Retries and timeouts of every request.
+        memory_mb: Memory budget of the composite.
+        block_side: Block side of the composite (default: from ``memory_mb``).
+        log: Receives progress lines.
+
+    Raises:
+        ConfigError: Bad request. NetworkError: Catalog or assets unreachable.
+        DataError: Nothing usable found. OutputError: Outputs cannot be written.
+    """
+    grid = request.grid()
+    if not overwrite:
+        reused = _reusable(request, out_dir)
+        if reused is not None:
+            return reused
+    stale = _check_conflicts(request, out_dir, overwrite)
+    catalog = request.catalog
+    bbox = grid.bbox_wgs84()
+    search = search_items(
+        catalog, request.collection, bbox, request.start, request.end, request.max_items, policy
+    )
+    items, skipped = _resolve(search)
+    if not items:
+        why = f" ({len(skipped)} without the four bands)" if skipped else ""
+        raise DataError(
+            f"{catalog.url}: no {request.collection} item{why} covers "
+            f"{', '.join(f'{v:.5f}' for v in bbox)} between {request.start} and {request.end}"
+        )
+    days = group_by_day(items)
+    log(
+        f"found {len(items)} item(s) on {len(days)} date(s)"
+        + (f" ({search.selection})" if search.selection != "all" else "")
+    )
+    warnings = [f"item {s['id']} skipped: {s['reason']}" for s in skipped]
+    if any(it.scl is None for it in items):
+        n = sum(it.scl is None for it in items)
+        warnings.append(f"{n} item(s) have no scene classification (SCL): no cloud mask there")
+    result = _write_outputs(
+        request, out_dir, grid, items, search, skipped, policy, memory_mb, block_side, log, warnings
+    )
+    for path in stale:
+        remove_quietly(path)
+    return result
+
+
+def _write_outputs(
+    request: AcquireRequest,
+    out_dir: Path,
+    grid: Grid,
+    items: list[ItemAssets],
+    search: SearchResult,
+    skipped: list[dict[str, str]],
+    policy: RetryPolicy,
+    memory_mb: float,
+    block_side: int | None,
+    log: Callable[[str], None],
+    warnings: list[str],
+) -> AcquireResult:
+    """Composite, COG, chips and sidecar under temporary names, renamed together."""
+    image, sidecar, chip_paths = _paths(out_dir, request.name, request.chips)
+    signer = make_signer(request.catalog, request.collection, policy)
+    with Staging() as staging:
+        sidecar_tmp = staging.path(sidecar)  # reserved first: renamed last
+        image_tmp = staging.path(image)
+        work = _work_path(staging.folder(out_dir), request.name)
+        try:
+            comp = build_composite(
+                items,
+                grid,
+                work,
+                mask_classes=request.mask_classes,
+                signer=signer,
+                policy=policy,
+                memory_mb=memory_mb,
+                side=block_side,
+                want_coverage=request.chips > 0,
+                progress=lambda done, total: log(f"composite block {done}/{total}"),
+            )
+            write_cog(work, image_tmp)
+            chips = _write_chips(request, grid, comp, work, chip_paths, staging, warnings)
+        finally:
+            remove_quietly(work)
+        doc = _sidecar(request, grid, items, search, skipped, comp, chips, signer, warnings)
+        sidecar_tmp.write_text(json.dumps(clean_json(doc), indent=1) + "\n", encoding="utf-8")
+    return AcquireResult(
+        image=image,
+        sidecar=sidecar,
+        chips=[out_dir / c["file"] for c in chips],
+        items=len(items),
+        dates=len(comp.dates),
+        valid_fraction=comp.valid / comp.total if comp.total else 0.0,
+        warnings=warnings,
+    )
+
+
+def _work_path(folder: Path, name: str) -> Path:
+    """A fresh hidden name for the intermediate GeoTIFF of the composite."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".work.tif", dir=folder)
+    os.close(fd)
+    os.remove(tmp)
+    return Path(tmp)
+
+
+def _write_chips(
+    request: AcquireRequest,
+    grid: Grid,
+    comp: CompositeResult,
+    work: Path,
+    chip_paths: list[Path],
+    staging: Staging,
+    warnings: list[str],
+) -> list[dict[str, Any]]:
+    if not request.chips:
+        return []
+    assert request.point is not None and comp.coverage is not None
+    point = grid.rowcol(*request.point)
+    windows = capture_windows(point, comp.coverage, request.chip_size, request.chips, request.seed)
+    if not windows:
+        raise DataError(
+            f"--point: no {request.chip_size} px window around {request.point[0]:g},"
+            f"{request.point[1]:g} lies inside the imagery footprint"
+        )
+    if len(windows) < request.chips:
+        warnings.append(f"only {len(windows)} distinct chip window(s) fit inside the imagery")
+    site = re.split(r"[_-]", request.name, maxsplit=1)[0]
+    if site != request.name:
+        warnings.append(f"the chips' site is {site!r} (the part of --name before '_' or '-')")
+    out = []
+    for k, (window, final) in enumerate(zip(windows, chip_paths, strict=False), start=1):
+        data = write_chip(work, window, staging.path(final))
+        out.append(
+            {
+                "file": f"images/{final.name}",
+                "index": k,
+                "window": {
+                    "col_off": int(window.col_off),
+                    "row_off": int(window.row_off),
+                    "width": int(window.width),
+                    "height": int(window.height),
+                },
+                "point_pixel": [point[0] - window.row_off, point[1] - window.col_off],
+                "valid_fraction": float((data[0] != OUT_NODATA).mean()),
+            }
+        )
+    return out
+
+
+def _sidecar(
+    request: AcquireRequest,
+    grid: Grid,
+    items: list[ItemAssets],
+    search: SearchResult,
+    skipped: list[dict[str, str]],
+    comp: CompositeResult,
+    chips: list[dict[str, Any]],
+    signer: object,
+    warnings: list[str],
+) -> dict[str, Any]:
+    offsets: Counter[tuple[float, float, str]] = Counter()
+    item_docs = []
+    for it in items:
+        stats = comp.items[it.item_id]
+        for band in it.bands:
+            offsets[(band.scale, band.offset, band.source)] += 1
+        item_docs.append(
+            {
+                "id": it.item_id,
+                "datetime": it.datetime.isoformat(),
+                "solar_day": it.solar_day,
+                "properties": it.properties,
+                "assets": {a.band: a.to_json() for a in [*it.bands, *([it.scl] if it.scl else [])]},
+                "covered_fraction": stats.covered / comp.total if comp.total else 0.0,
+                "clear_fraction": stats.clear / stats.covered if stats.covered else None,
+            }
+        )
+    days = group_by_day(items)
+    return {
+        "format": FORMAT,
+        "pvdetect_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "request": request.to_json(),
+        "catalog": {"name": request.catalog.name, "url": request.catalog.url},
+        "collection": request.collection,
+        "signing": getattr(signer, "method", None),
+        "search": {"matched": search.matched, "used": len(items), "selection": search.selection},
+        "items": item_docs,
+        "skipped_items": skipped,
+        "dates": [
+            {
+                "date": day,
+                "items": [it.item_id for it in day_items],
+                "clear_fraction": comp.dates.get(day, 0) / comp.total if comp.total else 0.0,
+            }
+            for day, day_items in days.items()
+        ],
+        "offsets_applied": [
+            {"scale": s, "offset": o, "source": src, "assets": n}
+            for (s, o, src), n in offsets.items()
+        ],
+        "cloud_mask": {
+            "asset": "SCL" if any(it.scl for it in items) else None,
+            "masked_classes": list(request.mask_classes),
+        },
+        "grid": grid.to_json(),
+        "output": {
+            "image": f"{request.name}.tif",
+            "format": "COG",
+            "dtype": "int16",
+            "values": "surface reflectance x 10000, per-pixel median of the clear observations",
+            "bands": list(BAND_NAMES),
+            "nodata": OUT_NODATA,
+            "valid_fraction": comp.valid / comp.total if comp.total else 0.0,
+            "block": comp.block,
+        },
+        "chips": chips,
+        "warnings": warnings,
+    }
