@@ -152,13 +152,18 @@ def make_items(
                 "href": server.file_url(scene.band_file(d, b)),
                 "type": COG_TYPE,
                 "roles": ["data"],
-                "eo:bands": [{"name": keys[b] if style != "earth-search" else common,
-                              "common_name": common}],
+                "eo:bands": [
+                    {"name": keys[b] if style != "earth-search" else common, "common_name": common}
+                ],
             }
             if style == "earth-search":
                 asset["raster:bands"] = [
-                    {"nodata": 0, "data_type": "uint16", "scale": 0.0001,
-                     "offset": -0.1 if d > 0 else 0.0}
+                    {
+                        "nodata": 0,
+                        "data_type": "uint16",
+                        "scale": 0.0001,
+                        "offset": -0.1 if d > 0 else 0.0,
+                    }
                 ]
                 assets[f"{common}-jp2"] = {
                     "href": server.file_url(f"d{d}/{common}.jp2"),

@@ -375,7 +375,9 @@ class TestServer:
     def __init__(self, root: Path) -> None:
         self.state = ServerState(root)
         self._server = _Server(self.state)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     @property

@@ -16,6 +16,7 @@ of the clear observations, reflectance x 10000 as int16, nodata -9999 where ther
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -130,7 +131,7 @@ class AssetReader:
 
     def _fail(self, exc: Exception, what: str) -> DataError:
         url = public_url(self.asset.href)
-        text = first_line(exc)
+        text = re.sub(r"'/vsi[a-z0-9]+/[^']*' ", "", first_line(exc))  # the URL, said already
         low = text.lower()
         if any(k in low for k in ("http", "curl", "timed out", "connect", "resolve host")):
             return NetworkError(f"{url}: {what} ({text})")

@@ -58,8 +58,8 @@ class Grid:
     def rowcol(self, lon: float, lat: float) -> tuple[float, float]:
         """Fractional ``(row, col)`` of a WGS 84 point on the grid."""
         xs, ys = warp_transform(WGS84, self.crs, [lon], [lat])
-        col, row = ~self.transform * (xs[0], ys[0])
-        return (row, col)
+        t = self.transform  # north-up: no rotation terms
+        return ((ys[0] - t.f) / t.e, (xs[0] - t.c) / t.a)
 
     def to_json(self) -> dict:
         """The grid as the JSON sidecar records it."""

@@ -99,13 +99,13 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, requests.exceptions.Timeout) or "timed out" in low:
         return "timed out"
     if "name or service not known" in low or "nodename nor servname" in low:
-        return "host name not found (offline?)"
+        return "host name not found; offline or wrong address?"
     if "temporary failure in name resolution" in low or "getaddrinfo" in low:
-        return "host name not found (offline?)"
+        return "host name not found; offline or wrong address?"
     if "connection refused" in low or "failed to establish" in low:
-        return "connection refused or host unreachable (offline?)"
+        return "connection refused or host unreachable; offline or wrong address?"
     if "network is unreachable" in low or "no route to host" in low:
-        return "network unreachable (offline?)"
+        return "network unreachable; offline?"
     if "too many 5" in low or "too many 429" in low or "too many error responses" in low:
         return "the server kept answering with errors"
     if isinstance(exc, requests.exceptions.ChunkedEncodingError) or "incompleteread" in low:
