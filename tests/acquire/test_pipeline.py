@@ -12,7 +12,7 @@ from rasterio.warp import transform as warp_transform
 
 from pvdetect.cli import main
 
-from .conftest import CRS_UTM, SIZE, X0, Y0, Scene, collection_doc, expected_median, make_items
+from .conftest import CRS_UTM, X0, Y0, Scene, expected_median, make_items
 from .stac_server import TestServer
 
 

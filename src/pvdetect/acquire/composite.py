@@ -15,12 +15,15 @@ of the clear observations, reflectance x 10000 as int16, nodata -9999 where ther
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import rasterio
@@ -48,9 +51,14 @@ from pvdetect.io import first_line
 OUT_NODATA = -9999
 OUT_MIN, OUT_MAX = -9998, 32766
 _INVALID = np.int16(32767)  # sorts after every valid value
+T = TypeVar("T")
+R = TypeVar("R")
+_END = object()
 DEFAULT_MASK_CLASSES: tuple[int, ...] = (0, 1, 3, 8, 9, 10, 11)
 DEFAULT_MEMORY_MB = 1024
 WORKERS = 8
+#: observations read ahead of the merge at most (bounds the memory of a block's reads)
+IN_FLIGHT = 2 * WORKERS
 
 
 @dataclass
@@ -83,9 +91,11 @@ class CompositeResult:
 
 
 def block_side(dates: int, memory_mb: float = DEFAULT_MEMORY_MB) -> int:
-    """Side of the square blocks: the stack of every date in int16 and its sorted copy fit
-    ``memory_mb`` (with room for the reads in flight); a multiple of 256 in [256, 2048]."""
-    per_pixel = max(1, dates) * len(BAND_NAMES) * 2 * 2 + WORKERS * 40
+    """Side of the square blocks: the stack of every date in int16 and its sorted copy, the
+    reads in flight (:data:`IN_FLIGHT` observations) and the median's temporaries fit
+    ``memory_mb``; a multiple of 256 in [256, 2048]."""
+    bands = len(BAND_NAMES)
+    per_pixel = max(1, dates) * bands * 2 * 2 + IN_FLIGHT * (bands * 2 + 2 + 6) + bands * 8
     side = int(math.sqrt(memory_mb * 2**20 / per_pixel))
     return max(256, min(2048, side // 256 * 256))
 
@@ -325,6 +335,22 @@ def median_stack(stack: np.ndarray) -> np.ndarray:
     return med
 
 
+def _bounded_map(
+    pool: ThreadPoolExecutor, fn: Callable[[T], R], args: Sequence[T], ahead: int
+) -> Iterator[R]:
+    """``fn`` over ``args`` in the pool, in order, with at most ``ahead`` results pending."""
+    pending: deque[Future[R]] = deque()
+    feed = iter(args)
+    for arg in itertools.islice(feed, ahead):
+        pending.append(pool.submit(fn, arg))
+    while pending:
+        result = pending.popleft().result()
+        nxt = next(feed, _END)
+        if nxt is not _END:
+            pending.append(pool.submit(fn, nxt))  # type: ignore[arg-type]
+        yield result
+
+
 def _block_composite(
     block: Window,
     groups: Sequence[Sequence[ItemReader]],
@@ -342,7 +368,7 @@ def _block_composite(
             return reader.read(block)
 
     flat = [(g, r) for g, readers in enumerate(groups) for r in readers]
-    observations = list(pool.map(read, [r for _, r in flat]))
+    observations = _bounded_map(pool, read, [r for _, r in flat], IN_FLIGHT)
     for (g, reader), obs in zip(flat, observations, strict=True):
         if obs is None:
             continue

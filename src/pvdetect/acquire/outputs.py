@@ -16,6 +16,7 @@ from types import TracebackType
 import numpy as np
 import rasterio
 import rasterio.shutil
+from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
@@ -102,7 +103,7 @@ def write_chip(src: Path, window: Window, dst: Path) -> np.ndarray:
     """
     with rasterio.open(src) as ds:
         data = ds.read(window=window)
-        transform = ds.window_transform(window)
+        transform = window_transform(ds.transform, window)
         profile = geotiff_profile(
             height=int(window.height),
             width=int(window.width),
@@ -122,6 +123,13 @@ def write_chip(src: Path, window: Window, dst: Path) -> np.ndarray:
     except (RasterioError, OSError) as exc:
         raise OutputError(f"{dst}: cannot write the chip ({first_line(exc)})") from None
     return data
+
+
+def window_transform(transform: Affine, window: Window) -> Affine:
+    """Transform of a window's top-left pixel (without affine's deprecated tuple product)."""
+    col, row = float(window.col_off), float(window.row_off)
+    t = transform
+    return Affine(t.a, t.b, t.c + col * t.a + row * t.b, t.d, t.e, t.f + col * t.d + row * t.e)
 
 
 def remove_quietly(path: Path) -> None:
