@@ -36,7 +36,8 @@ from pvdetect.acquire.http import (
 from pvdetect.errors import ConfigError, DataError, OutputError
 from pvdetect.io import write_json
 
-CHUNK = 1 << 20
+#: bytes per write: a dropped connection loses at most this much of the transfer
+CHUNK = 1 << 16
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
@@ -151,17 +152,23 @@ def fetch(
     """
     session = session or make_session(policy)
     last: BaseException | None = None
-    for attempt in range(policy.retries + 2):
+    failures = restarts = 0
+    while True:
         try:
             if _attempt(url, part, session, policy, progress):
                 return part
-            continue  # the server's file changed or the range was refused: from zero
+            restarts += 1  # the server's file changed or refused the range: from zero
+            if restarts > 2:
+                raise NetworkError(f"{public_url(url)}: the file keeps changing on the server")
+            continue
         except (_Incomplete, requests.RequestException) as exc:
-            last = exc  # dropped, timed out, refused: try again from where it broke
+            last = exc  # dropped, timed out, refused: again from where it broke
         except OSError as exc:
             raise OutputError(f"{part}: cannot write ({exc.strerror or exc})") from None
-        if attempt <= policy.retries:
-            time.sleep(policy.backoff * 2**attempt)
+        failures += 1
+        if failures > policy.retries:
+            break
+        time.sleep(policy.backoff * 2 ** (failures - 1))
     kept = f"; {part.stat().st_size} bytes kept in {part}, rerun to resume" if part.exists() else ""
     reason = network_error(url, last or RuntimeError("gave up"), "download failed")
     raise NetworkError(f"{reason}{kept}")
@@ -227,7 +234,7 @@ def _reusable(out_dir: Path, url: str, expected: str | None) -> DownloadResult |
     if expected is not None and done.get("sha256") != expected:
         return None
     folders = [out_dir / f for f in done.get("folders", [])]
-    if not folders or not all(f.is_dir() for f in folders):
+    if not folders or not all(f.exists() for f in folders):
         return None
     return DownloadResult(
         out_dir, done["sha256"], bool(done.get("verified")), [], int(done.get("files", 0)), True
