@@ -75,6 +75,16 @@ def test_common_names_find_bands_under_any_key_and_cogs_beat_jp2() -> None:
     it = resolve_item(_item(assets))
     assert [b.key for b in it.bands] == ["band_red", "band_green", "band_blue", "band_nir"]
     assert it.scl is None
+    # JPEG 2000 only: read as a last resort; an XML "band" never
+    jp2_only = {k: a for k, a in assets.items() if k.endswith("-jp2")}
+    jp2_only["red-meta"] = {
+        "href": "https://x/red.xml",
+        "type": "application/xml",
+        "roles": ["data"],
+        "eo:bands": [{"common_name": "red"}],
+    }
+    it = resolve_item(_item(jp2_only))
+    assert [b.key for b in it.bands] == ["red-jp2", "green-jp2", "blue-jp2", "nir-jp2"]
     stac11 = {
         k: _asset(f"https://x/{k}.tif", bands=[{"eo:common_name": k, "raster:scale": 2e-4}])
         for k in ("r", "g", "b", "n")

@@ -35,15 +35,19 @@ def test_thresholds_pick_dry_season_pv_and_leave_water_and_vegetation() -> None:
     water = np.zeros_like(pv)
     water[25:35, 25:35] = True  # dark and low NIR, like PV for NIR alone
     img[0][water], img[3][water] = 300, 250
+    shade = np.zeros_like(pv)
+    shade[25:35, 2:12] = True  # dark vegetation: NIR and red like PV, NDVI 0.30
+    img[0][shade], img[3][shade] = 800, 1500
     valid = np.ones_like(pv)
     valid[0, :] = False
     mask = automask_array(img, valid, AutomaskParams())
     assert mask.dtype == np.uint8
     assert (mask[pv & valid] == 1).all() and (mask[~pv & valid] == 0).all()
     assert (mask[0] == 255).all()
-    # NIR alone (the prototype) would have taken the water too
+    # NIR alone (the prototype) would have taken the water and the dark vegetation too
     nir_only = automask_array(img, valid, AutomaskParams(ndvi_max=1.0, red_min=-1e9))
-    assert (nir_only[water] == 1).all()
+    assert (nir_only[water] == 1).all() and (nir_only[shade] == 1).all()
+    assert (automask_array(img, valid, AutomaskParams(ndvi_max=1.0))[shade] == 1).all()
 
 
 def test_small_regions_are_dropped_and_options_checked() -> None:

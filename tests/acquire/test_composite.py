@@ -212,3 +212,27 @@ def test_coarse_grids_read_the_overviews(stac: TestServer, scene: Scene, tmp_pat
     assert served < 0.1 * sum(
         (scene.root / scene.band_file(d, b)).stat().st_size for d in range(3) for b in range(4)
     )
+
+
+def test_pixels_outside_the_classification_count_as_no_data(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        items = []
+        for d in range(2):
+            it = _constant_item(tmp_path, server, d, CRS_UTM, "int16", "scl")
+            rel = f"const/scl-d{d}-scl.tif"
+            with rasterio.open(
+                tmp_path / rel, "w", driver="COG", width=50, height=100, count=1,
+                dtype="uint8", crs=CRS_UTM, nodata=0,
+                transform=Affine(20.0, 0.0, X0 + 2000, 0.0, -20.0, Y0 - 2000),
+            ) as ds:  # fmt: skip
+                ds.write(np.full((100, 50), 4, np.uint8), 1)  # the west half only, clear
+            items.append(
+                ItemAssets(**{**it.__dict__, "scl": BandAsset("scl", "scl", server.file_url(rel))})
+            )
+        grid = _grid(200, 200, 200, 200)
+        build_composite(items, grid, tmp_path / "a.tif", policy=FAST)
+        out = _read(tmp_path / "a.tif")
+        assert (out[:, :, :100] == [[[1005]], [[2005]], [[3005]], [[4005]]]).all()
+        assert (out[:, :, 100:] == OUT_NODATA).all()
+        build_composite(items, grid, tmp_path / "b.tif", policy=FAST, mask_classes=(8, 9))
+        assert (_read(tmp_path / "b.tif")[0] == 1005).all()

@@ -79,3 +79,20 @@ def test_paths() -> None:
     assert gdal_path("s3://bucket/a.tif") == "/vsis3/bucket/a.tif"
     assert gdal_path("file:///tmp/a%20b.tif") == "/tmp/a b.tif"
     assert public_url("https://h/a.tif?se=1&sig=abc#f") == "https://h/a.tif"
+
+
+def test_retry_configuration() -> None:
+    retry = RetryPolicy().urllib3_retry()
+    assert retry.connect == 2 and retry.read == 4 and retry.status == 4
+    assert set(retry.status_forcelist) == {429, 500, 502, 503, 504}
+    assert retry.allowed_methods is None  # POST searches are retried too
+    assert retry.backoff_factor == 0.5 and retry.respect_retry_after_header
+    assert not retry.raise_on_status
+
+
+def test_post_is_retried(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.state.fail_next["x"] = 1
+        (tmp_path / "x").write_bytes(b"ok")
+        resp = make_session(RetryPolicy(backoff=0.01)).post(server.file_url("x"), timeout=5)
+        assert resp.status_code == 200

@@ -254,3 +254,13 @@ def test_point_area_and_options_checked(
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x").exists()
+
+
+def test_an_output_name_taken_by_a_folder_is_refused(
+    stac: TestServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "taken.json").mkdir()
+    args = ("--bbox", _window_bbox(100, 100, 20, 20), "--name", "taken", "--overwrite")
+    assert _acquire(stac, tmp_path, *args) == 2
+    assert "taken.json: is a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.json"]

@@ -4,7 +4,8 @@ Bands are found by their ``eo:bands`` common names (``red``, ``green``, ``blue``
 1.1 ``bands`` with ``eo:common_name`` too), else by the keys catalogs use (``B04 B03 B02 B08``
 on the Brazil Data Cube and Planetary Computer, ``red green blue nir`` on Earth Search). Where
 several assets qualify (Earth Search lists a JPEG 2000 copy of each band beside the COG) a
-cloud-optimised GeoTIFF wins. The scene classification is the ``SCL``/``scl`` asset.
+cloud-optimised GeoTIFF wins; JPEG 2000 is read only where nothing else exists (slower: GDAL
+fetches more of it). The scene classification is the ``SCL``/``scl`` asset.
 
 The output of an acquisition is surface reflectance x 10000. :func:`radiometry` finds, per
 item and asset, the ``scale`` and ``offset`` with ``reflectance = DN * scale + offset``:
@@ -173,7 +174,7 @@ def _find_band(item: pystac.Item, band: str) -> tuple[str, pystac.Asset] | None:
     candidates: list[tuple[int, int, str, pystac.Asset]] = []
     keys = KNOWN_KEYS[band]
     for key, asset in item.assets.items():
-        if not _is_data(asset) or _media_rank(asset) >= 3:
+        if not _is_data(asset) or _media_rank(asset) == 3:  # not a raster format
             continue
         eo = _eo_bands(asset)
         by_name = len(eo) == 1 and str(eo[0].get("common_name") or "").lower() == band
@@ -190,12 +191,12 @@ def _find_band(item: pystac.Item, band: str) -> tuple[str, pystac.Asset] | None:
 def _find_scl(item: pystac.Item) -> tuple[str, pystac.Asset] | None:
     for key in SCL_KEYS:
         asset = item.assets.get(key)
-        if asset is not None and _media_rank(asset) < 3:
+        if asset is not None and _media_rank(asset) != 3:
             return key, asset
     for key, asset in item.assets.items():
         eo = _eo_bands(asset)
         if len(eo) == 1 and str(eo[0].get("name") or "").upper() == "SCL":
-            if _media_rank(asset) < 3:
+            if _media_rank(asset) != 3:
                 return key, asset
     return None
 

@@ -67,13 +67,16 @@ class Staging(contextlib.AbstractContextManager["Staging"]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        done = False
         try:
-            return self._stack.__exit__(exc_type, exc, tb)
-        except BaseException:
-            self._remove_made()
-            raise
+            result = self._stack.__exit__(exc_type, exc, tb)
+            done = exc_type is None
+            return result
+        except OSError as err:  # a rename into place failed
+            where = err.filename or "output"
+            raise OutputError(f"{where}: cannot move into place ({err.strerror or err})") from None
         finally:
-            if exc_type is not None:
+            if not done:
                 self._remove_made()
 
     def _remove_made(self) -> None:

@@ -226,6 +226,9 @@ def _check_conflicts(request: AcquireRequest, out_dir: Path, overwrite: bool) ->
     image, sidecar, chips = _paths(out_dir, request.name, request.chips)
     old = _read_sidecar(sidecar) if sidecar.is_file() else None
     old_chips = [out_dir / c["file"] for c in (old or {}).get("chips", [])]
+    for path in [sidecar, image, *chips]:
+        if path.is_dir():
+            raise OutputError(f"{path}: is a folder; give another --name or --out")
     if overwrite:
         return [c for c in old_chips if c not in chips]
     for path in [sidecar, image, *chips]:
