@@ -215,6 +215,7 @@ def test_coarse_grids_read_the_overviews(stac: TestServer, scene: Scene, tmp_pat
 
 
 def test_pixels_outside_the_classification_count_as_no_data(tmp_path: Path) -> None:
+    """Outside the SCL raster (whose own nodata is 255 here) pixels are class 0, no data."""
     with serve(tmp_path) as server:
         items = []
         for d in range(2):
@@ -222,7 +223,7 @@ def test_pixels_outside_the_classification_count_as_no_data(tmp_path: Path) -> N
             rel = f"const/scl-d{d}-scl.tif"
             with rasterio.open(
                 tmp_path / rel, "w", driver="COG", width=50, height=100, count=1,
-                dtype="uint8", crs=CRS_UTM, nodata=0,
+                dtype="uint8", crs=CRS_UTM, nodata=255,
                 transform=Affine(20.0, 0.0, X0 + 2000, 0.0, -20.0, Y0 - 2000),
             ) as ds:  # fmt: skip
                 ds.write(np.full((100, 50), 4, np.uint8), 1)  # the west half only, clear
