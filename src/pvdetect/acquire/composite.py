@@ -167,8 +167,8 @@ class AssetReader:
 
     def _overview_level(self, src: rasterio.DatasetReader) -> int | None:
         """Index of the coarsest overview still at least as fine as the grid, or None."""
-        if self.grid.crs != src.crs:
-            return None
+        if src.crs is None or not src.crs.is_projected:
+            return None  # pixel sizes in degrees do not compare with metres
         native = abs(src.transform.a)
         best = None
         for i, factor in enumerate(src.overviews(1)):
@@ -288,7 +288,7 @@ class ItemReader:
         """The item over ``block``, or None where it has no pixel there."""
         if self.window is None or _intersect(self.window, block) is None:
             return None
-        self._open()
+        self._open()  # may narrow the window to the asset's own bounds
         win = _intersect(self.window, block) if self.window is not None else None
         if win is None:
             return None

@@ -185,6 +185,19 @@ class AcquireResult:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Job:
+    """An acquisition once its items are known."""
+
+    request: AcquireRequest
+    out_dir: Path
+    grid: Grid
+    items: list[ItemAssets]
+    search: SearchResult
+    skipped: list[dict[str, str]]
+    warnings: list[str]
+
+
 def _paths(out_dir: Path, name: str, chips: int) -> tuple[Path, Path, list[Path]]:
     return (
         out_dir / f"{name}.tif",
@@ -201,22 +214,32 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("format") == FORMAT else None
 
 
+def _chip_files(doc: dict[str, Any] | None, out_dir: Path, name: str) -> list[Path]:
+    """The chips a sidecar lists, only those named as this acquisition names its chips."""
+    pattern = re.compile(rf"^images/{re.escape(name)}_\d+\.tif$")
+    chips = (doc or {}).get("chips")
+    if not isinstance(chips, list):
+        return []
+    files = [c.get("file") for c in chips if isinstance(c, dict)]
+    return [out_dir / f for f in files if isinstance(f, str) and pattern.match(f)]
+
+
 def _reusable(request: AcquireRequest, out_dir: Path) -> AcquireResult | None:
     image, sidecar, _ = _paths(out_dir, request.name, 0)
     old = _read_sidecar(sidecar) if sidecar.is_file() else None
     if old is None or old.get("request") != request.to_json() or not image.is_file():
         return None
-    chips = [out_dir / c["file"] for c in old.get("chips", [])]
-    if not all(c.is_file() for c in chips):
+    chips = _chip_files(old, out_dir, request.name)
+    if len(chips) != len(old.get("chips") or []) or not all(c.is_file() for c in chips):
         return None
-    out = old.get("output", {})
+    out = old.get("output") if isinstance(old.get("output"), dict) else {}
     return AcquireResult(
         image=image,
         sidecar=sidecar,
         chips=chips,
         reused=True,
-        items=len(old.get("items", [])),
-        dates=len(old.get("dates", [])),
+        items=len(old.get("items") or []),
+        dates=len(old.get("dates") or []),
         valid_fraction=float(out.get("valid_fraction") or 0.0),
     )
 
@@ -225,7 +248,7 @@ def _check_conflicts(request: AcquireRequest, out_dir: Path, overwrite: bool) ->
     """Refuse to replace another request's files; returns old chips to delete afterwards."""
     image, sidecar, chips = _paths(out_dir, request.name, request.chips)
     old = _read_sidecar(sidecar) if sidecar.is_file() else None
-    old_chips = [out_dir / c["file"] for c in (old or {}).get("chips", [])]
+    old_chips = _chip_files(old, out_dir, request.name)
     for path in [sidecar, image, *chips]:
         if path.is_dir():
             raise OutputError(f"{path}: is a folder; give another --name or --out")
@@ -304,38 +327,32 @@ def acquire(
     if any(it.scl is None for it in items):
         n = sum(it.scl is None for it in items)
         warnings.append(f"{n} item(s) have no scene classification (SCL): no cloud mask there")
-    result = _write_outputs(
-        request, out_dir, grid, items, search, skipped, policy, memory_mb, block_side, log, warnings
-    )
+    job = _Job(request, out_dir, grid, items, search, skipped, warnings)
+    result = _write_outputs(job, policy, memory_mb, block_side, log)
     for path in stale:
         remove_quietly(path)
     return result
 
 
 def _write_outputs(
-    request: AcquireRequest,
-    out_dir: Path,
-    grid: Grid,
-    items: list[ItemAssets],
-    search: SearchResult,
-    skipped: list[dict[str, str]],
+    job: _Job,
     policy: RetryPolicy,
     memory_mb: float,
     block_side: int | None,
     log: Callable[[str], None],
-    warnings: list[str],
 ) -> AcquireResult:
     """Composite, COG, chips and sidecar under temporary names, renamed together."""
-    image, sidecar, chip_paths = _paths(out_dir, request.name, request.chips)
+    request = job.request
+    image, sidecar, _ = _paths(job.out_dir, request.name, request.chips)
     signer = make_signer(request.catalog, request.collection, policy)
     with Staging() as staging:
         sidecar_tmp = staging.path(sidecar)  # reserved first: renamed last
         image_tmp = staging.path(image)
-        work = _work_path(staging.folder(out_dir), request.name)
+        work = _work_path(staging.folder(job.out_dir), request.name)
         try:
             comp = build_composite(
-                items,
-                grid,
+                job.items,
+                job.grid,
                 work,
                 mask_classes=request.mask_classes,
                 signer=signer,
@@ -346,19 +363,19 @@ def _write_outputs(
                 progress=lambda done, total: log(f"composite block {done}/{total}"),
             )
             write_cog(work, image_tmp)
-            chips = _write_chips(request, grid, comp, work, chip_paths, staging, warnings)
+            chips = _write_chips(job, comp, work, staging)
         finally:
             remove_quietly(work)
-        doc = _sidecar(request, grid, items, search, skipped, comp, chips, signer, warnings)
+        doc = _sidecar(job, comp, chips, signer)
         sidecar_tmp.write_text(json.dumps(clean_json(doc), indent=1) + "\n", encoding="utf-8")
     return AcquireResult(
         image=image,
         sidecar=sidecar,
-        chips=[out_dir / c["file"] for c in chips],
-        items=len(items),
+        chips=[job.out_dir / c["file"] for c in chips],
+        items=len(job.items),
         dates=len(comp.dates),
         valid_fraction=comp.valid / comp.total if comp.total else 0.0,
-        warnings=warnings,
+        warnings=job.warnings,
     )
 
 
@@ -371,14 +388,11 @@ def _work_path(folder: Path, name: str) -> Path:
 
 
 def _write_chips(
-    request: AcquireRequest,
-    grid: Grid,
-    comp: CompositeResult,
-    work: Path,
-    chip_paths: list[Path],
-    staging: Staging,
-    warnings: list[str],
+    job: _Job, comp: CompositeResult, work: Path, staging: Staging
 ) -> list[dict[str, Any]]:
+    """Cut the chips from the composite ``work`` under staged names; their sidecar entries."""
+    request, grid, warnings = job.request, job.grid, job.warnings
+    _, _, chip_paths = _paths(job.out_dir, request.name, request.chips)
     if not request.chips:
         return []
     assert request.point is not None and comp.coverage is not None
@@ -415,16 +429,10 @@ def _write_chips(
 
 
 def _sidecar(
-    request: AcquireRequest,
-    grid: Grid,
-    items: list[ItemAssets],
-    search: SearchResult,
-    skipped: list[dict[str, str]],
-    comp: CompositeResult,
-    chips: list[dict[str, Any]],
-    signer: object,
-    warnings: list[str],
+    job: _Job, comp: CompositeResult, chips: list[dict[str, Any]], signer: object
 ) -> dict[str, Any]:
+    """The JSON sidecar of a finished acquisition."""
+    request, grid, items, search = job.request, job.grid, job.items, job.search
     offsets: Counter[tuple[float, float, str]] = Counter()
     item_docs = []
     for it in items:
@@ -453,7 +461,7 @@ def _sidecar(
         "signing": getattr(signer, "method", None),
         "search": {"matched": search.matched, "used": len(items), "selection": search.selection},
         "items": item_docs,
-        "skipped_items": skipped,
+        "skipped_items": job.skipped,
         "dates": [
             {
                 "date": day,
@@ -482,5 +490,5 @@ def _sidecar(
             "block": comp.block,
         },
         "chips": chips,
-        "warnings": warnings,
+        "warnings": job.warnings,
     }
