@@ -237,3 +237,31 @@ def test_corrupt_archive_and_existing_data_are_refused(
         assert "train: exists already" in capsys.readouterr().err
     assert main(["download", "nope", str(out)]) == 2
     assert "unknown dataset 'nope'" in capsys.readouterr().err
+
+
+def test_a_tar_archive_without_top_folder_is_extracted(tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    root.mkdir()
+    with zipfile.ZipFile(io.BytesIO(_dataset_zip(tmp_path))) as zf:
+        members = {
+            n.split("/", 1)[1]: zf.read(n)
+            for n in zf.namelist()
+            if n.startswith("solarplantsbrazil/") and not n.endswith("/")
+        }
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    (root / "spb.tar.gz").write_bytes(buf.getvalue())
+    out = tmp_path / "data"
+    with serve(root) as srv:
+        sha = hashlib.sha256(buf.getvalue()).hexdigest()
+        assert _run(srv.file_url("spb.tar.gz"), out, "--sha256", sha) == 0
+    assert sorted(p.name for p in (out / "train" / "labels").iterdir()) == [
+        "target(1).tif",
+        "target(2).tif",
+        "target(3).tif",
+    ]
+    assert main(["check", str(out)]) == 0

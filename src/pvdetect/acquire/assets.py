@@ -15,8 +15,8 @@ item and asset, the ``scale`` and ``offset`` with ``reflectance = DN * scale + o
    ``offset: -0.1``; the offset is 0 (the maintainers call this flag the truth).
 2. ``raster:bands`` (or STAC 1.1 ``raster:scale`` / ``raster:offset``) scale and offset.
 3. Otherwise: ``scale`` from ``eo:bands`` (the Brazil Data Cube puts it there) or 0.0001, and
-   offset -0.1 (-1000 DN) when ``s2:processing_baseline`` is 04.00 or later (ESA's
-   ``BOA_ADD_OFFSET``, -1000 for every band since 25 January 2022), else 0.
+   offset of -1000 DN (-0.1 at scale 0.0001) when ``s2:processing_baseline`` is 04.00 or
+   later (ESA's ``BOA_ADD_OFFSET``, -1000 for every band since 25 January 2022), else 0.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
 }
 SCL_KEYS: tuple[str, ...] = ("SCL", "scl")
 DEFAULT_SCALE = 1e-4
-#: ESA's BOA_ADD_OFFSET of processing baseline 04.00 and later, in reflectance
-BASELINE_OFFSET = -0.1
+#: ESA's BOA_ADD_OFFSET of processing baseline 04.00 and later, in stored numbers (DN)
+BASELINE_OFFSET_DN = -1000.0
 _BASELINE_RE = re.compile(r"^\s*(\d+)(?:\.(\d+))?")
 
 
@@ -230,7 +230,7 @@ def radiometry(properties: dict[str, Any], asset: pystac.Asset) -> tuple[float, 
     rb_offset = _number(rb.get("offset"))
     scale = rb_scale if rb_scale is not None else (eo_scale or DEFAULT_SCALE)
     if properties.get("earthsearch:boa_offset_applied") is True:
-        return scale, 0.0, "earthsearch:boa_offset_applied (offset already in the pixels)"
+        return scale, 0.0, "earthsearch:boa_offset_applied: the +1000 is removed already"
     if rb_offset is not None:
         return scale, rb_offset, "raster:bands"
     baseline = processing_baseline(properties)
@@ -240,7 +240,8 @@ def radiometry(properties: dict[str, Any], asset: pystac.Asset) -> tuple[float, 
         else ("eo:bands scale" if eo_scale else "default scale 0.0001")
     )
     if baseline is not None and baseline >= 4.0:
-        return scale, BASELINE_OFFSET, f"{where}; processing baseline {baseline:05.2f} offset"
+        offset = BASELINE_OFFSET_DN * scale
+        return scale, offset, f"{where}; processing baseline {baseline:05.2f}: -1000 DN"
     if baseline is not None:
         return scale, 0.0, f"{where}; processing baseline {baseline:05.2f}, no offset"
     return scale, 0.0, f"{where}; no offset"
