@@ -145,4 +145,10 @@ def test_composites_without_datetime_use_start_datetime() -> None:
     item.datetime = None
     item.properties["datetime"] = None
     item.properties["start_datetime"] = "2023-07-12T00:00:00Z"
-    assert resolve_item(item).datetime.isoformat() == "2023-07-12T00:00:00+00:00"
+    item.properties["end_datetime"] = "2023-07-27T23:59:59Z"
+    resolved = resolve_item(item)
+    assert resolved.datetime.isoformat() == "2023-07-12T00:00:00+00:00"
+    assert resolved.solar_day == "2023-07-12"  # the period, not the solar day at -47.5
+    single = _item(assets)
+    single.datetime = resolved.datetime  # 00:00 UTC is 20:50 the day before at -47.5
+    assert resolve_item(single).solar_day == "2023-07-11"

@@ -95,7 +95,8 @@ class ItemAssets:
     Attributes:
         item_id: The STAC item id.
         datetime: Acquisition time (UTC; ``start_datetime`` for composites without one).
-        solar_day: Local solar date at the item's centre: items of one day are one observation.
+        solar_day: Local solar date at the item's centre (for a composite: its period's first
+            date); items of one day are one observation.
         bbox: The item's WGS 84 bbox, if it has one.
         bands: Red, green, blue and NIR assets, in this order.
         scl: The scene classification asset, or None.
@@ -274,6 +275,21 @@ def solar_day(when: datetime, lon: float) -> str:
     return (when + timedelta(hours=lon / 15.0)).date().isoformat()
 
 
+def _period_start(properties: dict[str, Any]) -> str | None:
+    """First date of a composite's period (``start_datetime`` a day or more before
+    ``end_datetime``), or None for a single acquisition."""
+    try:
+        start = datetime.fromisoformat(str(properties["start_datetime"]).replace("Z", "+00:00"))
+        end = datetime.fromisoformat(str(properties["end_datetime"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    return start.date().isoformat() if end - start >= timedelta(days=1) else None
+
+
 def resolve_item(item: pystac.Item) -> ItemAssets:
     """The four band assets, the SCL and their radiometry of one item.
 
@@ -300,6 +316,7 @@ def resolve_item(item: pystac.Item) -> ItemAssets:
     when = item_datetime(item)
     bbox = tuple(float(v) for v in item.bbox[:4]) if item.bbox else None
     lon = (bbox[0] + bbox[2]) / 2 if bbox else 0.0
+    period = _period_start(props)
     keep = {
         k: props[k]
         for k in (
@@ -313,7 +330,7 @@ def resolve_item(item: pystac.Item) -> ItemAssets:
     return ItemAssets(
         item_id=item.id,
         datetime=when,
-        solar_day=solar_day(when, lon),
+        solar_day=period or solar_day(when, lon),
         bbox=bbox,  # type: ignore[arg-type]
         bands=tuple(found),  # type: ignore[arg-type]
         scl=scl,
