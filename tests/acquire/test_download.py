@@ -265,3 +265,19 @@ def test_a_tar_archive_without_top_folder_is_extracted(tmp_path: Path) -> None:
         "target(3).tif",
     ]
     assert main(["check", str(out)]) == 0
+
+
+def test_offline_download_is_one_line_and_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "new" / "data"
+    assert _run(f"http://127.0.0.1:{port}/spb.zip", out, "--no-verify") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pvdetect download: error: http://127.0.0.1:{port}/spb.zip: download")
+    assert "offline" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "new").exists()

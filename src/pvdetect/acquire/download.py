@@ -68,6 +68,10 @@ def discard_part(part: Path) -> None:
             p.unlink()
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else 0
+
+
 def _total(resp: requests.Response, start: int) -> int | None:
     m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
     if m and m.group(3) != "*":
@@ -154,6 +158,7 @@ def fetch(
     last: BaseException | None = None
     failures = restarts = 0
     while True:
+        before = _size(part)
         try:
             if _attempt(url, part, session, policy, progress):
                 return part
@@ -162,7 +167,10 @@ def fetch(
                 raise NetworkError(f"{public_url(url)}: the file keeps changing on the server")
             continue
         except (_Incomplete, requests.RequestException) as exc:
-            last = exc  # dropped, timed out, refused: again from where it broke
+            last = exc  # dropped or timed out: again from where it broke
+            dropped = isinstance(exc, _Incomplete | requests.exceptions.ChunkedEncodingError)
+            if not dropped and _size(part) <= before:
+                break  # no connection at all: the session has retried that already
         except OSError as exc:
             raise OutputError(f"{part}: cannot write ({exc.strerror or exc})") from None
         failures += 1
@@ -267,16 +275,23 @@ def download_dataset(
     reused = _reusable(out_dir, address, expected)
     if reused is not None:
         return reused
+    for split in SPLITS:
+        if (out_dir / split).exists():
+            raise OutputError(f"{out_dir / split}: exists already; give an empty or new folder")
+    made = [p for p in [out_dir, *out_dir.parents] if not p.exists()]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out_dir}: cannot create folder ({exc.strerror or exc})") from None
-    for split in SPLITS:
-        if (out_dir / split).exists():
-            raise OutputError(f"{out_dir / split}: exists already; give an empty or new folder")
     name = PurePosixPath(requests.utils.urlparse(address).path).name or source.filename
     part = out_dir / f"{name}.part"
-    fetch(address, part, policy=policy, progress=progress)
+    try:
+        fetch(address, part, policy=policy, progress=progress)
+    except BaseException:
+        for folder in made:  # deepest first; only while empty (a partial download stays)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     actual = sha256_file(part)
     if verify and expected is not None and actual != expected:
         discard_part(part)
