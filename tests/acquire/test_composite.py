@@ -68,7 +68,8 @@ def test_block_side_follows_the_memory_budget() -> None:
     assert sides[1] >= 1536 and 512 <= sides[3] <= 1024
     # the stack of a block of 60 dates and its sorted copy stay within the budget
     assert 60 * 4 * 2 * 2 * sides[3] ** 2 < 1024 * 2**20
-    assert block_side(500, 64) == 256 and block_side(1, 1e6) == 2048
+    assert block_side(500, 64) == 64 and block_side(100, 64) == 128
+    assert block_side(1, 1e6) == 2048 and block_side(10_000, 16) == 64
     grid = _grid(0, 0, 70, 45)
     windows = list(blocks(grid, 32))
     assert len(windows) == 3 * 2

@@ -7,7 +7,7 @@ average when the grid is coarser than the asset, from the nearest overview), the
 classification always by nearest neighbour.
 
 The grid is processed in square blocks (:func:`block_side`: as large as the memory budget
-allows for the number of dates, 256 to 2048 pixels a side), so memory stays bounded for any
+allows for the number of dates, up to 2048 pixels a side), so memory stays bounded for any
 area and each source tile is fetched about once. In a block, items of one solar day are one
 observation (the first clear value wins, items in id order); the output pixel is the median
 of the clear observations, reflectance x 10000 as int16, nodata -9999 where there is none.
@@ -15,6 +15,7 @@ of the clear observations, reflectance x 10000 as int16, nodata -9999 where ther
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import re
@@ -27,6 +28,7 @@ from typing import TypeVar
 
 import numpy as np
 import rasterio
+import rasterio.io
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
@@ -45,7 +47,7 @@ from pvdetect.acquire.http import (
 )
 from pvdetect.acquire.signing import NoSigner, Signer
 from pvdetect.data.raster import BAND_NAMES, geotiff_profile
-from pvdetect.errors import DataError
+from pvdetect.errors import DataError, OutputError
 from pvdetect.io import first_line
 
 OUT_NODATA = -9999
@@ -93,11 +95,13 @@ class CompositeResult:
 def block_side(dates: int, memory_mb: float = DEFAULT_MEMORY_MB) -> int:
     """Side of the square blocks: the stack of every date in int16 and its sorted copy, the
     reads in flight (:data:`IN_FLIGHT` observations) and the median's temporaries fit
-    ``memory_mb``; a multiple of 256 in [256, 2048]."""
+    ``memory_mb``: a multiple of 256 up to 2048, or of 64 (at least 64) for very many dates."""
     bands = len(BAND_NAMES)
     per_pixel = max(1, dates) * bands * 2 * 2 + IN_FLIGHT * (bands * 2 + 2 + 6) + bands * 8
     side = int(math.sqrt(memory_mb * 2**20 / per_pixel))
-    return max(256, min(2048, side // 256 * 256))
+    if side >= 256:
+        return min(2048, side // 256 * 256)
+    return max(64, side // 64 * 64)
 
 
 def blocks(grid: Grid, side: int) -> Iterator[Window]:
@@ -390,6 +394,24 @@ def _block_composite(
     return median_stack(stack)
 
 
+@contextlib.contextmanager
+def _open_output(path: Path, profile: dict) -> Iterator[rasterio.io.DatasetWriter]:
+    """The composite's GeoTIFF, open for writing, its bands described; errors are OutputErrors."""
+    try:
+        dst = rasterio.open(path, "w", **profile)
+    except RasterioError as exc:
+        raise OutputError(f"{path}: cannot write ({first_line(exc)})") from None
+    try:
+        for i, name in enumerate(BAND_NAMES, start=1):
+            dst.set_band_description(i, name)
+        yield dst
+    finally:
+        try:
+            dst.close()
+        except RasterioError as exc:
+            raise OutputError(f"{path}: cannot write ({first_line(exc)})") from None
+
+
 def group_by_day(items: Sequence[ItemAssets]) -> dict[str, list[ItemAssets]]:
     """Items by solar day, days in time order, items of a day in id order."""
     days: dict[str, list[ItemAssets]] = {}
@@ -460,13 +482,14 @@ def build_composite(
         with (
             ThreadPoolExecutor(max_workers=WORKERS) as pool,
             rasterio.Env(**env),
-            rasterio.open(out_path, "w", **profile) as dst,
+            _open_output(out_path, profile) as dst,
         ):
-            for i, name in enumerate(BAND_NAMES, start=1):
-                dst.set_band_description(i, name)
             for done, block in enumerate(all_blocks, start=1):
                 med = _block_composite(block, groups, pool, env, result, list(days))
-                dst.write(med, window=block)
+                try:
+                    dst.write(med, window=block)
+                except RasterioError as exc:
+                    raise OutputError(f"{out_path}: cannot write ({first_line(exc)})") from None
                 result.valid += int((med[0] != OUT_NODATA).sum())
                 if progress is not None:
                     progress(done, len(all_blocks))

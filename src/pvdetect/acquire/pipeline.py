@@ -360,7 +360,7 @@ def _write_outputs(
                 memory_mb=memory_mb,
                 side=block_side,
                 want_coverage=request.chips > 0,
-                progress=lambda done, total: log(f"composite block {done}/{total}"),
+                progress=_progress(log),
             )
             write_cog(work, image_tmp)
             chips = _write_chips(job, comp, work, staging)
@@ -377,6 +377,17 @@ def _write_outputs(
         valid_fraction=comp.valid / comp.total if comp.total else 0.0,
         warnings=job.warnings,
     )
+
+
+def _progress(log: Callable[[str], None]) -> Callable[[int, int], None]:
+    """A block counter that logs about every tenth of the blocks (and the last)."""
+
+    def report(done: int, total: int) -> None:
+        step = max(1, total // 10)
+        if done == total or done % step == 0:
+            log(f"composite: {done}/{total} block(s)")
+
+    return report
 
 
 def _work_path(folder: Path, name: str) -> Path:
