@@ -66,8 +66,8 @@ def test_block_side_follows_the_memory_budget() -> None:
     sides = [block_side(d, 1024) for d in (1, 3, 12, 60, 200)]
     assert sides == sorted(sides, reverse=True) and all(s % 256 == 0 for s in sides)
     assert sides[1] >= 1536 and 512 <= sides[3] <= 1024
-    # the stack of a block of 60 dates and its sorted copy stay within the budget
-    assert 60 * 4 * 2 * 2 * sides[3] ** 2 < 1024 * 2**20
+    # the stack of a block of 60 dates, its sorted copy and its mask stay within the budget
+    assert 60 * 4 * 5 * sides[3] ** 2 < 1024 * 2**20
     assert block_side(500, 64) == 64 and block_side(100, 64) == 128
     assert block_side(1, 1e6) == 2048 and block_side(10_000, 16) == 64
     grid = _grid(0, 0, 70, 45)

@@ -93,11 +93,12 @@ class CompositeResult:
 
 
 def block_side(dates: int, memory_mb: float = DEFAULT_MEMORY_MB) -> int:
-    """Side of the square blocks: the stack of every date in int16 and its sorted copy, the
+    """Side of the square blocks: the stack of every date in int16 with its temporaries, the
     reads in flight (:data:`IN_FLIGHT` observations) and the median's temporaries fit
     ``memory_mb``: a multiple of 256 up to 2048, or of 64 (at least 64) for very many dates."""
     bands = len(BAND_NAMES)
-    per_pixel = max(1, dates) * bands * 2 * 2 + IN_FLIGHT * (bands * 2 + 2 + 6) + bands * 8
+    # int16 stack, its sorted copy and the boolean "valid" temporary: 5 bytes a date and band
+    per_pixel = max(1, dates) * bands * 5 + IN_FLIGHT * (bands * 2 + 2 + 6) + bands * 8
     side = int(math.sqrt(memory_mb * 2**20 / per_pixel))
     if side >= 256:
         return min(2048, side // 256 * 256)
