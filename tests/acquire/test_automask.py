@@ -45,7 +45,7 @@ def test_thresholds_pick_dry_season_pv_and_leave_water_and_vegetation() -> None:
     assert (mask[pv & valid] == 1).all() and (mask[~pv & valid] == 0).all()
     assert (mask[0] == 255).all()
     # NIR alone (the prototype) would have taken the water and the dark vegetation too
-    nir_only = automask_array(img, valid, AutomaskParams(ndvi_max=1.0, red_min=-1e9))
+    nir_only = automask_array(img, valid, AutomaskParams(ndvi_max=1.0, red_min=0))
     assert (nir_only[water] == 1).all() and (nir_only[shade] == 1).all()
     assert (automask_array(img, valid, AutomaskParams(ndvi_max=1.0))[shade] == 1).all()
 

@@ -9,7 +9,8 @@ soil), so three bounds decide, on reflectance x 10000:
   percentile of its surroundings (1757);
 * ``NDVI <= ndvi_max`` (0.15): above PV's 90th percentile (0.10), below the surroundings'
   10th (0.19);
-* ``Red >= red_min`` (700): below PV's 10th percentile (924); water and shadow are darker.
+* ``Red >= red_min`` (700): below PV's 10th percentile (924); water and shadow are darker
+  (0 or less: no red bound).
 
 Connected PV regions smaller than ``min_pixels`` (25, a quarter of the smallest plants'
 1 ha) are dropped as speckle. The defaults fit dry-season composites of Brazil, the domain of
@@ -70,7 +71,9 @@ def automask_array(image: np.ndarray, valid: np.ndarray, params: AutomaskParams)
     red, nir = image[0].astype(np.float64), image[3].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         ndvi = (nir - red) / (nir + red)
-    pv = valid & (nir <= params.nir_max) & (red >= params.red_min)
+    pv = valid & (nir <= params.nir_max)
+    if params.red_min > 0:  # 0 or less: no red bound
+        pv &= red >= params.red_min
     pv &= np.isfinite(ndvi) & (ndvi <= params.ndvi_max)
     if params.min_pixels > 1 and pv.any():
         labels, n = ndimage.label(pv, structure=np.ones((3, 3), bool))

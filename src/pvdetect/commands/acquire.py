@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="bdc|earth-search|planetary-computer|URL",
         help="STAC catalog: a known name or the address of a STAC API",
     )
-    parser.add_argument("--collection", help="collection (default: the catalog's Sentinel-2)")
+    parser.add_argument(
+        "--collection", metavar="NAME", help="collection (default: the catalog's Sentinel-2)"
+    )
     area = parser.add_mutually_exclusive_group(required=True)
     area.add_argument("--bbox", metavar="W,S,E,N", help="area in WGS 84 degrees")
     area.add_argument("--point", metavar="LON,LAT", help="centre of a square area (WGS 84)")
@@ -36,9 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--crs", metavar="EPSG:NNNN", help="output CRS (default: UTM zone of the centre)"
     )
-    parser.add_argument("--resolution", type=float, default=10.0, help="pixel size in metres")
     parser.add_argument(
-        "--max-items", type=int, default=60, help="items used at most (least cloudy first)"
+        "--resolution", type=float, default=10.0, metavar="M", help="pixel size in metres (10)"
+    )
+    parser.add_argument(
+        "--max-items",
+        type=int,
+        default=60,
+        metavar="N",
+        help="items used at most, the least cloudy first (60)",
     )
     parser.add_argument(
         "--mask-classes",
@@ -47,8 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"SCL classes masked as invalid, or 'none' (default {DEFAULT_MASK})",
     )
     parser.add_argument("--chips", type=int, default=0, metavar="N", help="chips around --point")
-    parser.add_argument("--chip-size", type=int, default=256, help="chip side in pixels")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the chip windows")
+    parser.add_argument(
+        "--chip-size", type=int, default=256, metavar="PX", help="chip side in pixels (256)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of the chip windows (0)"
+    )
     parser.add_argument("--name", help="output name (default: from the area)")
     parser.add_argument(
         "--overwrite",
@@ -56,7 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replace outputs of another request under --name, or redo this one",
     )
     parser.add_argument(
-        "--memory-mb", type=float, default=1024, help="memory budget of the composite"
+        "--memory-mb",
+        type=float,
+        default=1024,
+        metavar="MB",
+        help="memory budget of the composite (1024)",
     )
 
 
