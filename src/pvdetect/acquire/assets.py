@@ -29,6 +29,8 @@ from typing import Any
 
 import pystac
 
+from pvdetect.acquire.http import public_url
+
 BANDS: tuple[str, ...] = ("red", "green", "blue", "nir")
 #: asset keys catalogs use for each band, in order of preference
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
@@ -81,8 +83,8 @@ class BandAsset:
         return self.offset * 10000.0
 
     def to_json(self) -> dict[str, Any]:
-        """The asset as the JSON sidecar records it."""
-        out: dict[str, Any] = {"key": self.key, "href": self.href}
+        """The asset as the JSON sidecar records it (the address without any query string)."""
+        out: dict[str, Any] = {"key": self.key, "href": public_url(self.href)}
         if self.band != "scl":
             out.update(scale=self.scale, offset=self.offset, source=self.source)
         return out
