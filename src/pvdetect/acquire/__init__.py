@@ -7,10 +7,11 @@
 * :mod:`~pvdetect.acquire.grid`: the output grid (UTM choice, bbox and point parsing).
 * :mod:`~pvdetect.acquire.composite`: windowed, reprojected reads and the per-pixel median.
 * :mod:`~pvdetect.acquire.chips`: capture windows moved at random around a point.
+* :mod:`~pvdetect.acquire.outputs`: the COG, the chips and their all-or-nothing renaming.
 * :mod:`~pvdetect.acquire.pipeline`: one acquisition end to end, with its JSON sidecar.
 * :mod:`~pvdetect.acquire.automask`: first PV masks from thresholds, for hand correction.
-* :mod:`~pvdetect.acquire.datasets` and :mod:`.download`: public datasets, resumable and
-  verified downloads, safe extraction.
+* :mod:`~pvdetect.acquire.datasets`, :mod:`.download` and :mod:`.archives`: public
+  datasets, resumable and verified downloads, safe extraction.
 * :mod:`~pvdetect.acquire.http`: sessions with retries, GDAL's HTTP options, NetworkError.
 
 Nothing here imports torch.
