@@ -17,14 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pystac
 import pytest
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
+from pvdetect.acquire.assets import ItemAssets, resolve_item
+from pvdetect.acquire.grid import Grid
+from pvdetect.acquire.http import RetryPolicy
+
 from .stac_server import TestServer, serve
 
+#: retries and backoff small enough for tests
+FAST = RetryPolicy(retries=1, connect_retries=0, backoff=0.01)
 CRS_UTM = CRS.from_epsg(32723)
 X0, Y0 = 199980.0, 8300020.0  # multiples of 60 m, as MGRS tile corners
 SIZE = 1024
@@ -246,3 +253,19 @@ def expected_median(
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
         med = np.nanmedian(np.stack(values), axis=0)
     return np.where(np.isnan(med), -9999, np.rint(med)).astype(np.int16)
+
+
+def resolved_items(server: TestServer) -> list[ItemAssets]:
+    """The server's items with their assets resolved."""
+    return [resolve_item(pystac.Item.from_dict(d)) for d in server.state.items]
+
+
+def scene_grid(col0: int, row0: int, cols: int, rows: int, res: float = 10.0) -> Grid:
+    """A grid on the scene's pixels, from a column and row of the tile."""
+    return Grid(CRS_UTM, Affine(res, 0, X0 + col0 * 10, 0, -res, Y0 - row0 * 10), cols, rows)
+
+
+def read_all(path: Path) -> np.ndarray:
+    """Every band of a raster."""
+    with rasterio.open(path) as ds:
+        return ds.read()

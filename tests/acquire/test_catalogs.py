@@ -15,14 +15,12 @@ from pvdetect.acquire.catalogs import (
     resolve_catalog,
     search_items,
 )
-from pvdetect.acquire.http import NetworkError, RetryPolicy
+from pvdetect.acquire.http import NetworkError
 from pvdetect.acquire.signing import NoSigner, PlanetaryComputerSigner
 from pvdetect.errors import ConfigError
 
-from .conftest import Scene
+from .conftest import FAST, Scene
 from .stac_server import TestServer
-
-FAST = RetryPolicy(retries=1, connect_retries=0, backoff=0.01)
 
 
 def test_known_catalogs_and_urls() -> None:

@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 
 from pvdetect.acquire.catalogs import Catalog, make_signer
-from pvdetect.acquire.http import NetworkError, RetryPolicy
-from pvdetect.acquire.pipeline import AcquireRequest, acquire
+from pvdetect.acquire.http import NetworkError
+from pvdetect.acquire.pipeline import acquire
+from pvdetect.acquire.request import AcquireRequest
 from pvdetect.acquire.signing import PC_TOKEN_URL, PlanetaryComputerSigner, SasTokenSigner
 
-from .conftest import Scene, make_items
+from .conftest import FAST, Scene, make_items
 from .stac_server import TestServer
-
-FAST = RetryPolicy(retries=1, connect_retries=0, backoff=0.01)
 
 
 def test_sas_token_is_appended_cached_and_renewed(stac: TestServer) -> None:

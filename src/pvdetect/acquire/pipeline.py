@@ -14,150 +14,28 @@ import json
 import os
 import re
 import tempfile
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from rasterio.crs import CRS
-
-from pvdetect import __version__
 from pvdetect.acquire.assets import AssetError, ItemAssets, resolve_item
-from pvdetect.acquire.catalogs import Catalog, SearchResult, make_signer, search_items
+from pvdetect.acquire.catalogs import SearchResult, make_signer, search_items
 from pvdetect.acquire.chips import capture_windows
 from pvdetect.acquire.composite import (
-    DEFAULT_MASK_CLASSES,
     DEFAULT_MEMORY_MB,
-    OUT_NODATA,
     CompositeResult,
     build_composite,
     group_by_day,
 )
-from pvdetect.acquire.grid import Grid, grid_for_bbox, grid_for_point, utm_crs
+from pvdetect.acquire.grid import Grid
 from pvdetect.acquire.http import DEFAULT_POLICY, RetryPolicy
 from pvdetect.acquire.outputs import Staging, remove_quietly, write_chip, write_cog
-from pvdetect.data.raster import BAND_NAMES
-from pvdetect.errors import ConfigError, DataError, OutputError
+from pvdetect.acquire.readers import OUT_NODATA
+from pvdetect.acquire.request import AcquireRequest
+from pvdetect.acquire.sidecar import build_sidecar, chip_files, read_sidecar
+from pvdetect.errors import DataError, OutputError
 from pvdetect.io import clean_json
-
-FORMAT = "pvdetect-acquire/1"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_-]*$")
-
-
-@dataclass(frozen=True)
-class AcquireRequest:
-    """Everything that decides an acquisition's output.
-
-    Attributes:
-        catalog: The STAC API.
-        collection: Collection to search.
-        bbox: WGS 84 ``(W, S, E, N)``, or None with ``point``.
-        point: WGS 84 ``(lon, lat)``, or None with ``bbox``.
-        size_km: Side of the square around ``point``.
-        start: First date (included).
-        end: Last date (included).
-        crs: Output CRS; None for the UTM zone of the area's centre.
-        resolution: Pixel size in metres.
-        max_items: Items used at most (the least cloudy when more match).
-        mask_classes: Scene classification classes masked as invalid.
-        chips: Chips to cut around ``point`` (0: none).
-        chip_size: Chip side in pixels.
-        seed: Seed of the chip windows.
-        name: Output name (file stem and chip prefix).
-    """
-
-    catalog: Catalog
-    collection: str
-    bbox: tuple[float, float, float, float] | None
-    point: tuple[float, float] | None
-    size_km: float | None
-    start: date
-    end: date
-    name: str
-    crs: CRS | None = None
-    resolution: float = 10.0
-    max_items: int = 60
-    mask_classes: tuple[int, ...] = DEFAULT_MASK_CLASSES
-    chips: int = 0
-    chip_size: int = 256
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if (self.bbox is None) == (self.point is None):
-            raise ConfigError("--bbox or --point: give exactly one of them")
-        if self.start > self.end:
-            raise ConfigError(f"--start: {self.start} is after --end {self.end}")
-        if not _NAME_RE.match(self.name):
-            raise ConfigError(
-                f"--name: {self.name!r} must start with a letter or digit and hold only "
-                f"letters, digits, '.', '+', '_' and '-'"
-            )
-        if self.max_items < 1:
-            raise ConfigError(f"--max-items: must be at least 1, got {self.max_items}")
-        if self.chips:
-            if self.point is None:
-                raise ConfigError("--chips: needs --point (chips are cut around a point)")
-            if not 16 <= self.chip_size <= 4096:
-                raise ConfigError(f"--chip-size: must lie in [16, 4096], got {self.chip_size}")
-        elif self.point is not None and self.size_km is None:
-            raise ConfigError("--size-km: needed with --point (the side of the square)")
-
-    @property
-    def centre(self) -> tuple[float, float]:
-        """``(lon, lat)`` of the area's centre."""
-        if self.point is not None:
-            return self.point
-        assert self.bbox is not None
-        w, s, e, n = self.bbox
-        return ((w + e) / 2, (s + n) / 2)
-
-    def output_crs(self) -> CRS:
-        """``crs``, or the UTM zone of the centre."""
-        return self.crs if self.crs is not None else utm_crs(*self.centre)
-
-    def area_m(self) -> float:
-        """Side of the square around ``point``: ``size_km``, at least two chips wide."""
-        size = (self.size_km or 0.0) * 1000.0
-        if self.chips:
-            size = max(size, 2 * self.chip_size * self.resolution)
-        return size
-
-    def grid(self) -> Grid:
-        """The output grid."""
-        crs = self.output_crs()
-        if self.bbox is not None:
-            return grid_for_bbox(self.bbox, crs, self.resolution)
-        assert self.point is not None
-        return grid_for_point(*self.point, self.area_m(), crs, self.resolution)
-
-    def to_json(self) -> dict[str, Any]:
-        """The request as the sidecar records it (and a rerun compares)."""
-        crs = self.output_crs()
-        epsg = crs.to_epsg()
-        area: dict[str, Any] = (
-            {"bbox": list(self.bbox)}
-            if self.bbox is not None
-            else {"point": list(self.point or ()), "size_km": self.area_m() / 1000.0}
-        )
-        return clean_json(
-            {
-                "catalog": self.catalog.url,
-                "collection": self.collection,
-                **area,
-                "start": self.start.isoformat(),
-                "end": self.end.isoformat(),
-                "crs": f"EPSG:{epsg}" if epsg else crs.to_wkt(),
-                "resolution": self.resolution,
-                "max_items": self.max_items,
-                "mask_classes": list(self.mask_classes),
-                "chips": self.chips,
-                "chip_size": self.chip_size if self.chips else None,
-                "seed": self.seed if self.chips else None,
-                "name": self.name,
-            }
-        )
 
 
 @dataclass
@@ -206,30 +84,12 @@ def _paths(out_dir: Path, name: str, chips: int) -> tuple[Path, Path, list[Path]
     )
 
 
-def _read_sidecar(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("format") == FORMAT else None
-
-
-def _chip_files(doc: dict[str, Any] | None, out_dir: Path, name: str) -> list[Path]:
-    """The chips a sidecar lists, only those named as this acquisition names its chips."""
-    pattern = re.compile(rf"^images/{re.escape(name)}_\d+\.tif$")
-    chips = (doc or {}).get("chips")
-    if not isinstance(chips, list):
-        return []
-    files = [c.get("file") for c in chips if isinstance(c, dict)]
-    return [out_dir / f for f in files if isinstance(f, str) and pattern.match(f)]
-
-
 def _reusable(request: AcquireRequest, out_dir: Path) -> AcquireResult | None:
     image, sidecar, _ = _paths(out_dir, request.name, 0)
-    old = _read_sidecar(sidecar) if sidecar.is_file() else None
+    old = read_sidecar(sidecar) if sidecar.is_file() else None
     if old is None or old.get("request") != request.to_json() or not image.is_file():
         return None
-    chips = _chip_files(old, out_dir, request.name)
+    chips = chip_files(old, out_dir, request.name)
     if len(chips) != len(old.get("chips") or []) or not all(c.is_file() for c in chips):
         return None
     out = old.get("output") if isinstance(old.get("output"), dict) else {}
@@ -247,8 +107,8 @@ def _reusable(request: AcquireRequest, out_dir: Path) -> AcquireResult | None:
 def _check_conflicts(request: AcquireRequest, out_dir: Path, overwrite: bool) -> list[Path]:
     """Refuse to replace another request's files; returns old chips to delete afterwards."""
     image, sidecar, chips = _paths(out_dir, request.name, request.chips)
-    old = _read_sidecar(sidecar) if sidecar.is_file() else None
-    old_chips = _chip_files(old, out_dir, request.name)
+    old = read_sidecar(sidecar) if sidecar.is_file() else None
+    old_chips = chip_files(old, out_dir, request.name)
     for path in [sidecar, image, *chips]:
         if path.is_dir():
             raise OutputError(f"{path}: is a folder; give another --name or --out")
@@ -366,7 +226,17 @@ def _write_outputs(
             chips = _write_chips(job, comp, work, staging)
         finally:
             remove_quietly(work)
-        doc = _sidecar(job, comp, chips, signer)
+        doc = build_sidecar(
+            request,
+            job.grid,
+            job.items,
+            job.search,
+            job.skipped,
+            comp,
+            chips,
+            getattr(signer, "method", None),
+            job.warnings,
+        )
         sidecar_tmp.write_text(json.dumps(clean_json(doc), indent=1) + "\n", encoding="utf-8")
     return AcquireResult(
         image=image,
@@ -437,69 +307,3 @@ def _write_chips(
             }
         )
     return out
-
-
-def _sidecar(
-    job: _Job, comp: CompositeResult, chips: list[dict[str, Any]], signer: object
-) -> dict[str, Any]:
-    """The JSON sidecar of a finished acquisition."""
-    request, grid, items, search = job.request, job.grid, job.items, job.search
-    offsets: Counter[tuple[float, float, str]] = Counter()
-    item_docs = []
-    for it in items:
-        stats = comp.items[it.item_id]
-        for band in it.bands:
-            offsets[(band.scale, band.offset, band.source)] += 1
-        item_docs.append(
-            {
-                "id": it.item_id,
-                "datetime": it.datetime.isoformat(),
-                "solar_day": it.solar_day,
-                "properties": it.properties,
-                "assets": {a.band: a.to_json() for a in [*it.bands, *([it.scl] if it.scl else [])]},
-                "covered_fraction": stats.covered / comp.total if comp.total else 0.0,
-                "clear_fraction": stats.clear / stats.covered if stats.covered else None,
-            }
-        )
-    days = group_by_day(items)
-    return {
-        "format": FORMAT,
-        "pvdetect_version": __version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "request": request.to_json(),
-        "catalog": {"name": request.catalog.name, "url": request.catalog.url},
-        "collection": request.collection,
-        "signing": getattr(signer, "method", None),
-        "search": {"matched": search.matched, "used": len(items), "selection": search.selection},
-        "items": item_docs,
-        "skipped_items": job.skipped,
-        "dates": [
-            {
-                "date": day,
-                "items": [it.item_id for it in day_items],
-                "clear_fraction": comp.dates.get(day, 0) / comp.total if comp.total else 0.0,
-            }
-            for day, day_items in days.items()
-        ],
-        "offsets_applied": [
-            {"scale": s, "offset": o, "source": src, "assets": n}
-            for (s, o, src), n in offsets.items()
-        ],
-        "cloud_mask": {
-            "asset": "SCL" if any(it.scl for it in items) else None,
-            "masked_classes": list(request.mask_classes),
-        },
-        "grid": grid.to_json(),
-        "output": {
-            "image": f"{request.name}.tif",
-            "format": "COG",
-            "dtype": "int16",
-            "values": "surface reflectance x 10000, per-pixel median of the clear observations",
-            "bands": list(BAND_NAMES),
-            "nodata": OUT_NODATA,
-            "valid_fraction": comp.valid / comp.total if comp.total else 0.0,
-            "block": comp.block,
-        },
-        "chips": chips,
-        "warnings": job.warnings,
-    }

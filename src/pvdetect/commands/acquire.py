@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     """Run one acquisition and print where its outputs are."""
     from pvdetect.acquire.catalogs import resolve_catalog
     from pvdetect.acquire.grid import parse_bbox, parse_crs, parse_point
-    from pvdetect.acquire.pipeline import AcquireRequest, acquire
+    from pvdetect.acquire.pipeline import acquire
+    from pvdetect.acquire.request import AcquireRequest
 
     catalog, collection = resolve_catalog(args.catalog, args.collection)
     bbox = parse_bbox(args.bbox) if args.bbox else None
