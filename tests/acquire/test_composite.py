@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -79,17 +80,35 @@ def test_small_blocks_give_the_same_composite(
 def test_items_of_one_day_are_one_observation(
     stac: TestServer, scene: Scene, tmp_path: Path
 ) -> None:
-    twin = copy.deepcopy(stac.state.items[1])
+    """A second item of 2023-07-15 (the pixels of 2023-07-05) only fills where the first is
+    not clear: one observation that day, the first clear value in id order."""
+    twin = copy.deepcopy(stac.state.items[0])
     twin["id"] = "bdc-2023-07-15-twin"
     twin["properties"]["datetime"] = "2023-07-15T13:20:30Z"
     stac.state.items = [*stac.state.items, twin]
     items = resolved_items(stac)
-    grid = scene_grid(500, 500, 40, 40)
+    rows, cols = slice(480, 560), slice(640, 720)  # the edge of the cloud of 2023-07-15
+    grid = scene_grid(cols.start, rows.start, 80, 80)
     res = build_composite(items, grid, tmp_path / "c.tif", policy=FAST)
     assert list(res.dates) == list(DATES)
-    np.testing.assert_array_equal(
-        read_all(tmp_path / "c.tif"), expected_median(scene, slice(500, 540), slice(500, 540))
-    )
+    masked = (0, 1, 3, 8, 9, 10, 11)
+    obs = []
+    clear = []
+    for d in range(3):
+        scl = np.repeat(np.repeat(scene.scl[d], 2, 0), 2, 1)[rows, cols]
+        obs.append(scene.reflectance[d][:, rows, cols].astype(np.float64))
+        clear.append(~np.isin(scl, masked))
+    day1 = np.where(clear[1], obs[1], obs[0])
+    clear1 = clear[1] | clear[0]
+    assert (~clear[1] & clear[0]).sum() > 100  # the twin fills a real part of the day
+    assert (clear[1] & clear[0]).sum() > 100  # and is not taken where the first is clear
+    stack = np.stack([obs[0], day1, obs[2]])
+    stack[~np.stack([clear[0], clear1, clear[2]])[:, None].repeat(4, 1)] = np.nan
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(stack, axis=0)
+    expected = np.where(np.isnan(med), OUT_NODATA, np.rint(med)).astype(np.int16)
+    np.testing.assert_array_equal(read_all(tmp_path / "c.tif"), expected)
 
 
 def test_items_without_scl_are_not_masked(stac: TestServer, scene: Scene, tmp_path: Path) -> None:
