@@ -93,3 +93,10 @@ def test_acquire_chips_around_a_point(stac: TestServer, tmp_path: Path) -> None:
     # same seed, same request: reused; another seed under the name is refused
     assert main(args) == 0
     assert main([*args[:-4], "--seed", "6", "--name", "plant"]) == 2
+    # --overwrite with fewer chips removes the old extra chips, never a mask
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "plant_4.tif").write_bytes(b"hand-made")
+    fewer = [*args, "--chips", "2", "--overwrite"]  # the last --chips counts
+    assert main(fewer) == 0
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["plant_1.tif", "plant_2.tif"]
+    assert (tmp_path / "masks" / "plant_4.tif").read_bytes() == b"hand-made"
