@@ -27,6 +27,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "predict PV on whole scenes: rasters, polygons, overlays",
     ),
     "upscale": ("pvdetect.commands.upscale", "write an upscaled copy of a chip dataset"),
+    "acquire": ("pvdetect.commands.acquire", "fetch a Sentinel-2 median composite from STAC"),
+    "automask": ("pvdetect.commands.automask", "write first PV masks of chips, for hand editing"),
+    "download": ("pvdetect.commands.download", "download and verify a public PV dataset"),
 }
 
 
