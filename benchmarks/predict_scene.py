@@ -2,8 +2,9 @@
 
 Measures, for square scenes of the given sizes (default 1024 and 4096 px):
 
-- throughput of :func:`pvdetect.inference.predict.predict_scene` (all outputs: COG rasters, polygons,
-  overlay) in megapixels/s, against a bare batched forward pass over the same number of tiles
+- throughput of :func:`~pvdetect.inference.predict.predict_scene` (all outputs: COG rasters,
+  polygons, overlay) in megapixels/s, against a bare batched forward pass over the same number
+  of tiles
   (``Bundle.predict_probs`` on tensors already on the device), goal ratio >= 0.8;
 - peak resident memory (``ru_maxrss`` of a fresh subprocess per scene) of ``predict_scene``
   and of a prototype-style prediction that reads the whole scene and keeps full-size

@@ -10,7 +10,8 @@ same chips (default: 40 synthetic 256 px chips, generated once into ``bench_out/
 with batch size 5, the same number of torch threads and the same number of DataLoader workers:
 
 (a) pvdetect: ``pvdetect.training.train.train(TrainConfig)``, i.e. ``SegmentationTask`` +
-    ``PVDataModule`` through the Lightning Trainer that ``pvdetect.training.train`` builds (precision
+    ``PVDataModule`` through the Lightning Trainer that ``pvdetect.training.train`` builds
+    (precision
     ``auto``: bf16-mixed on CPU), timed by a callback slipped into that Trainer;
 (b) the ceiling: the bare model step on in-memory tensors (bf16 autocast, channels_last, Adam,
     plain BCE; forward + backward + step), half of its steps right before and half right after
@@ -1084,7 +1085,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "A step is timed from the end of one training batch to the end of the next in the same "
         "epoch, so data loading, copies, forward, backward, optimiser step and per-step callbacks "
-        "all count. (a) is timed by a callback added to the Trainer that `pvdetect.training.train.train` "
+        "all count. (a) is timed by a callback added to the Trainer that "
+        "`pvdetect.training.train.train` "
         "builds; (c) uses TorchGeo's own dataset and task, plus only a /10000 scaling transform. "
         "The machine may be shared: compare ratios, which come from back-to-back runs, rather "
         "than absolute figures.",

@@ -16,7 +16,8 @@ a ResNet-18 encoder, 4 bands, random init, AdamW, pvdetect's default loss):
     packed cache as (b), so data decoding costs the same in both (the prototype's per-item
     rasterio decoding would only add to (a)).
 (b) pvdetect's way: the native chips, upscaled on the device by
-    :class:`pvdetect.training.task.SegmentationTask` (``prepare_train``: random crop of ``crop/factor`` px
+    :class:`~pvdetect.training.task.SegmentationTask` (``prepare_train``: random crop of
+    ``crop/factor`` px
     at the native resolution, D4, normalisation, bicubic ``upscale_batch``/``upscale_mask``) with
     ``data.crop_size`` = the chip size, batch 5, bf16 autocast and channels_last.
 

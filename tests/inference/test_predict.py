@@ -1,4 +1,5 @@
-"""Tests of pvdetect.inference.predict: tiling and blending, outputs on the input grid, bad input, CLI."""
+"""Tests of pvdetect.inference.predict and tiling: blending, outputs on the input grid, bad
+input, CLI."""
 
 from __future__ import annotations
 

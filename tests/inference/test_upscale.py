@@ -104,11 +104,52 @@ def test_cli_errors(brazil, tmp_path, capsys):
     out.mkdir()
     (out / "keep.txt").write_text("x")
     assert main(["upscale", str(brazil), str(out)]) == 2
+    assert "not written by pvdetect upscale" in capsys.readouterr().err
+    # --overwrite replaces only what pvdetect upscale wrote: a foreign folder stays as it is
+    assert main(["upscale", str(brazil), str(out), "--overwrite"]) == 2
+    assert "left untouched" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    assert main(["upscale", str(brazil), str(out)]) == 0
+    assert main(["upscale", str(brazil), str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert main(["upscale", str(brazil), str(out), "--overwrite"]) == 0
-    assert not (out / "keep.txt").exists() and (out / "val" / "input" / "img(1).tif").is_file()
+    assert main(["upscale", str(brazil), str(out), "--overwrite", "--factor", "4"]) == 0
+    assert (out / "val" / "input" / "img(1).tif").is_file()
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".up.")]
     assert leftovers == []
+
+
+def test_output_holding_the_input_is_refused(brazil, tmp_path, capsys):
+    """``upscale DATA PARENT --overwrite`` where PARENT holds DATA used to delete DATA."""
+    parent = brazil.parent
+    (parent / "other.txt").write_text("keep me")
+    before = sorted(p.relative_to(parent) for p in parent.rglob("*"))
+    assert main(["upscale", str(brazil), str(parent), "--factor", "2", "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "must not be the input" in err and "\n" not in err
+    assert sorted(p.relative_to(parent) for p in parent.rglob("*")) == before
+
+
+def test_killed_upscale_leaves_nothing_the_next_run_keeps(brazil, tmp_path):
+    """A partial folder of a killed run (owner gone) is removed by the next run into OUT."""
+    import json
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(dead.stdout)
+    out = tmp_path / "up"
+    stale = tmp_path / f".up.partial-{pid}"
+    (stale / "train").mkdir(parents=True)
+    (stale / ".pvdetect.json").write_text(json.dumps({"tool": "pvdetect upscale"}))
+    (stale / "train" / "big.tif").write_bytes(b"x" * 1000)
+    foreign = tmp_path / f".up.partial-{pid + 1}"  # not ours (no marker): kept
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main(["upscale", str(brazil), str(out)]) == 0
+    assert not stale.exists() and foreign.exists()
+    assert (out / "val" / "input" / "img(1).tif").is_file()
 
 
 def test_bad_chip_leaves_nothing(brazil, tmp_path, capsys):

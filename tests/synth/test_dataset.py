@@ -13,8 +13,8 @@ from rasterio.crs import CRS
 
 from pvdetect import __version__
 from pvdetect.data.raster import BAND_NAMES, DEFAULT_NODATA, raster_info, read_raster
+from pvdetect.staging import MARKER
 from pvdetect.synth.dataset import SPLITS, SynthSummary, generate_dataset
-from pvdetect.synth.output import MARKER
 from tests.synth.chips import chip_pairs, read_sites
 
 

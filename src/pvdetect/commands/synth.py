@@ -1,7 +1,7 @@
 """``pvdetect synth``: write a synthetic Sentinel-2-like PV dataset.
 
 The dataset is written beside OUT and renamed to OUT when complete; OUT is replaced only if
-it is empty or pvdetect synth wrote it (see :mod:`pvdetect.synth.output`).
+it is empty or pvdetect synth wrote it (see :mod:`pvdetect.staging`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Simple baselines, fitted on the training split and evaluated exactly like a model.
 
-Every baseline is a predictor ``(raw [B,C,H,W], valid [B,H,W]) -> probabilities [B,H,W]`` with a
-decision threshold, evaluated by :func:`pvdetect.evaluation.engine.evaluate_predictor` (same metrics,
-same sections, same report). They are fitted on the valid, labelled pixels of the training
+Every baseline is a predictor ``(raw [B,C,H,W], valid [B,H,W], indices) -> probabilities
+[B,H,W]`` with a decision threshold, evaluated by
+:func:`~pvdetect.evaluation.engine.evaluate_predictor` (same metrics, same sections, same
+report). They are fitted on the valid, labelled pixels of the training
 split only.
 
 * ``random``: each pixel gets a score ``u ~ Uniform(0, 1)``, seeded per chip (seed, chip

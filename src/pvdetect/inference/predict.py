@@ -56,7 +56,8 @@ from pvdetect.inference.tiling import (
     run_tiles,
 )
 from pvdetect.inference.vectorize import Plant, PlantBuilder, write_plants
-from pvdetect.io import atomic_output
+from pvdetect.io import atomic_output, disk_full_guard
+from pvdetect.staging import remove_stale_in
 
 if TYPE_CHECKING:
     from pvdetect.model.bundle import Bundle
@@ -279,7 +280,7 @@ class _SceneRun:
 def _work_dir(out: Path, stem: str) -> Iterator[Path]:
     """A temporary folder for one scene's intermediate rasters, removed in any case."""
     try:
-        work = Path(tempfile.mkdtemp(prefix=f".{stem}.work-", dir=out))
+        work = Path(tempfile.mkdtemp(prefix=f".{stem}.work-{os.getpid()}-", dir=out))
     except OSError as exc:
         raise OutputError(f"{out}: cannot write output here ({exc.strerror})") from None
     try:
@@ -316,6 +317,7 @@ def predict_scene(
     paths = output_paths(out, scene.stem, options)
     stages = _Stages(start)
     with (
+        disk_full_guard(out),
         _work_dir(out, scene.stem) as work,
         contextlib.ExitStack() as stack,
         rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(plan), GDAL_NUM_THREADS="ALL_CPUS"),
@@ -459,6 +461,7 @@ def predict_scenes(
     bundle = load_bundle(Path(bundle_path), device=device)
     plans = [plan_scene(bundle, s, options) for s in scenes]
     _prepare_out_dir(out)
+    remove_stale_in(out)  # temporaries of an earlier killed run into this folder
     results: list[SceneResult] = []
     try:
         for plan in plans:

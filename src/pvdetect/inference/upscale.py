@@ -17,16 +17,21 @@ reflectance / 10000 with ``--stats-from none``; brighter values are clipped for 
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 from affine import Affine
 
-from pvdetect.errors import ConfigError, DataError, OutputError
+from pvdetect.data.chips import read_chip
+from pvdetect.data.layouts import ChipRecord
+from pvdetect.data.raster import raster_info, write_raster
+from pvdetect.errors import ConfigError, OutputError
+from pvdetect.io import atomic_output, first_line
+from pvdetect.staging import check_apart, check_target, staged_folder
 
 FACTORS = (2, 4)
+TOOL = "pvdetect upscale"
 STATS_CHOICES = ("train", "val", "test", "all", "none")
 
 
@@ -119,8 +124,6 @@ def _relative(path: Path, root: Path, fallback: str) -> Path:
 
 
 def _copy_extras(root: Path, tmp: Path, rows: list[dict[str, str]], had_manifest: bool) -> None:
-    from pvdetect.data.raster import atomic_output
-
     for name in ("sites.csv", ".pvdetect_split.json"):
         src = root / name
         if src.is_file():
@@ -131,6 +134,40 @@ def _copy_extras(root: Path, tmp: Path, rows: list[dict[str, str]], had_manifest
                 writer = csv.DictWriter(fh, fieldnames=["image", "mask", "split", "site"])
                 writer.writeheader()
                 writer.writerows(rows)
+
+
+def _upscale_chip(rec: ChipRecord, up: _Upscaler, root: Path, tmp: Path) -> dict[str, str]:
+    """Upscale one chip pair into ``tmp`` (same relative paths); returns its manifest row."""
+    info = raster_info(rec.image)
+    chip = read_chip(rec, band_order=list(range(info.count)))
+    chip.raise_problems()
+    assert chip.image is not None and chip.mask is not None and chip.mask_info is not None
+    minfo, factor = chip.mask_info, up.factor
+    big, _ = up.image(chip.image, info.nodata)
+    big_mask = up.mask(chip.mask[None])
+    img_rel = _relative(rec.image, root, "images")
+    mask_rel = _relative(rec.mask, root, "masks")
+    write_raster(
+        tmp / img_rel,
+        _cast(big, info.dtype),
+        crs=info.crs,
+        transform=info.transform @ Affine.scale(1.0 / factor),
+        nodata=info.nodata,
+        descriptions=[d or "" for d in info.descriptions] if any(info.descriptions) else None,
+    )
+    write_raster(
+        tmp / mask_rel,
+        _cast(big_mask, minfo.dtype),
+        crs=minfo.crs,
+        transform=minfo.transform @ Affine.scale(1.0 / factor),
+        nodata=minfo.nodata,
+    )
+    return {
+        "image": img_rel.as_posix(),
+        "mask": mask_rel.as_posix(),
+        "split": rec.split,
+        "site": rec.site,
+    }
 
 
 def upscale_dataset(
@@ -144,9 +181,14 @@ def upscale_dataset(
     device: str = "auto",
     overwrite: bool = False,
 ) -> int:
-    """Write the upscaled copy of ``data`` to ``out``; returns the number of chips written."""
+    """Write the upscaled copy of ``data`` to ``out``; returns the number of chips written.
+
+    ``out`` is written under a temporary name and marked as written by ``pvdetect upscale``;
+    ``overwrite`` replaces only such a folder, and ``out`` may neither be the input, lie
+    inside it, nor contain it.
+    """
     from pvdetect.data.layouts import find_chips
-    from pvdetect.data.raster import read_raster, write_raster
+    from pvdetect.device import resolve_device
 
     if factor not in FACTORS:
         raise ConfigError(f"--factor must be one of {FACTORS}, got {factor}")
@@ -160,14 +202,9 @@ def upscale_dataset(
     root = data.parent if data.suffix.lower() == ".csv" else data
     had_manifest = data.suffix.lower() == ".csv" or (root / "manifest.csv").is_file()
     out = Path(out)
-    if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
-        raise OutputError(f"{out}: the output must not be the input dataset or inside it")
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise OutputError(f"{out}: already exists and is not empty (use --overwrite)")
-
+    check_apart(out, (root,))  # before any work: nothing is read for a refused OUT
+    check_target(out, overwrite, TOOL)
     records = find_chips(data)
-    from pvdetect.device import resolve_device
-
     dev = resolve_device(device)
     sr = None
     if method == "sr":
@@ -181,64 +218,11 @@ def upscale_dataset(
             hi = high if high is not None else 10000.0
         sr = load_sr_model(sr_weights, factor, lo=0.0, hi=hi, nir=nir).to(dev)
     up = _Upscaler(factor, method, dev, sr)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    rows: list[dict[str, str]] = []
+    record = {"data": str(root.resolve()), "factor": factor, "method": method}
     try:
-        for rec in records:
-            img, info = read_raster(rec.image)
-            mask, minfo = read_raster(rec.mask)
-            if mask.shape[-2:] != img.shape[-2:]:
-                raise DataError(
-                    f"{rec.mask}: mask is {mask.shape[-2]}x{mask.shape[-1]} px, its image "
-                    f"{rec.image.name} is {img.shape[-2]}x{img.shape[-1]} px"
-                )
-            big, _ = up.image(img, info.nodata)
-            big_mask = up.mask(mask)
-            transform = info.transform @ Affine.scale(1.0 / factor)
-            mtransform = minfo.transform @ Affine.scale(1.0 / factor)
-            img_rel = _relative(rec.image, root, "images")
-            mask_rel = _relative(rec.mask, root, "masks")
-            write_raster(
-                tmp / img_rel,
-                _cast(big, info.dtype),
-                crs=info.crs,
-                transform=transform,
-                nodata=info.nodata,
-                descriptions=[d or "" for d in info.descriptions]
-                if any(info.descriptions)
-                else None,
-            )
-            write_raster(
-                tmp / mask_rel,
-                _cast(big_mask, minfo.dtype),
-                crs=minfo.crs,
-                transform=mtransform,
-                nodata=minfo.nodata,
-            )
-            rows.append(
-                {
-                    "image": img_rel.as_posix(),
-                    "mask": mask_rel.as_posix(),
-                    "split": rec.split,
-                    "site": rec.site,
-                }
-            )
-        _copy_extras(root, tmp, rows, had_manifest)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        with staged_folder(out, record, overwrite=overwrite, tool=TOOL, inputs=(root,)) as tmp:
+            rows = [_upscale_chip(rec, up, root, tmp) for rec in records]
+            _copy_extras(root, tmp, rows, had_manifest)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"{out}: cannot write the upscaled dataset ({exc})") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        raise OutputError(f"{out}: cannot write the upscaled dataset ({first_line(exc)})") from None
     return len(records)

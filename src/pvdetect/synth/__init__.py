@@ -5,5 +5,5 @@ Modules, each with one job: :mod:`~pvdetect.synth.noise` (coordinate-hashed nois
 painted objects), :mod:`~pvdetect.synth.landscape` (background and window rendering),
 :mod:`~pvdetect.synth.populate` (object placement), :mod:`~pvdetect.synth.scene` (large
 scenes), :mod:`~pvdetect.synth.dataset` (chips, ``sites.csv``, summaries) and
-:mod:`~pvdetect.synth.output` (the staged, marked output folder).
+:mod:`~pvdetect.staging` (the staged, marked output folder).
 """

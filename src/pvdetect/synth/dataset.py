@@ -3,9 +3,9 @@
 Layout written (Solar-Plants-Brazil): ``OUT/{train,val,test}/input/img(N).tif``,
 ``OUT/{train,val,test}/labels/target(N).tif`` (float32 1/0, -9999 where the image is nodata),
 ``OUT/sites.csv`` (``split,n,site,date``) and ``OUT/scenes/<name>.tif`` + ``<name>_mask.tif``
-(uint8 0/1, nodata 255), plus the marker ``OUT/.pvdetect-synth.json``. Chips are grouped in
+(uint8 0/1, nodata 255), plus the marker ``OUT/.pvdetect.json``. Chips are grouped in
 sites (about 6 chips of one landscape each) that never cross splits. The whole dataset is
-written beside ``OUT`` and renamed when complete (:mod:`pvdetect.synth.output`). The same
+written beside ``OUT`` and renamed when complete (:mod:`pvdetect.staging`). The same
 arguments give byte-identical pixels. This package does not import torch.
 """
 
@@ -25,6 +25,7 @@ from affine import Affine
 from pvdetect.data.raster import BAND_NAMES, DEFAULT_NODATA, write_raster
 from pvdetect.errors import ConfigError
 from pvdetect.io import write_text
+from pvdetect.staging import staged_folder
 from pvdetect.synth.landscape import (
     PIXEL_SIZE,
     REGION_CRS,
@@ -34,7 +35,6 @@ from pvdetect.synth.landscape import (
     render_window,
 )
 from pvdetect.synth.noise import stable_key
-from pvdetect.synth.output import staged_dataset
 from pvdetect.synth.populate import PV_TARGET, corner_cut, mean_plant_area, populate
 from pvdetect.synth.scene import SceneSummary, generate_scene
 
@@ -328,7 +328,7 @@ def generate_dataset(
         },
         "seed": seed,
     }
-    with staged_dataset(out, record, overwrite=overwrite) as root:
+    with staged_folder(out, record, overwrite=overwrite, tool="pvdetect synth") as root:
         tally, rows = _write_chips(root, plans, seed, chip_size, verbose)
         if rows:
             _write_sites(root / "sites.csv", rows)

@@ -11,8 +11,9 @@ Everything between the raw batch and the network runs on the device, vectorised 
   resolution (``val_iou_native``, ``val_f1_native``).
 
 Losses are summed on the device and pixel metrics go into
-:class:`~pvdetect.evaluation.metrics.ThresholdHistogram` counts on the device; nothing is read back to the
-host until the end of an epoch, where sums and histograms are reduced over DDP ranks once.
+:class:`~pvdetect.evaluation.metrics.ThresholdHistogram` counts on the device; nothing is
+read back to the host until the end of an epoch, where sums and histograms are reduced over
+DDP ranks once.
 Random augmentation uses a generator seeded from ``(seed, epoch, batch, rank)``, so a resumed
 run repeats exactly what an uninterrupted run would have done.
 """

@@ -18,6 +18,7 @@ configuration (flags still override it, e.g. a larger ``--epochs`` extends a fin
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 import warnings
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pvdetect.config import TrainConfig, config_from_dict, save_config
 from pvdetect.device import env_rank_zero, resolve_precision
 from pvdetect.errors import ConfigError, OutputError
+from pvdetect.io import first_line
 from pvdetect.training.curves import plot_curves
 
 if TYPE_CHECKING:
@@ -219,6 +221,55 @@ def _check_run_dir(cfg: TrainConfig, paths: RunPaths) -> None:
         )
 
 
+def check_devices(cfg: TrainConfig) -> None:
+    """Refuse an accelerator or device list this machine does not have (before any folder)."""
+    import torch
+
+    acc = cfg.accelerator
+    if acc in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--accelerator {acc}: CUDA is not available on this machine")
+        count = torch.cuda.device_count()
+        devices = cfg.devices
+        if isinstance(devices, int) and devices > count:
+            raise ConfigError(f"--devices {devices}: only {count} CUDA device(s) present")
+        if isinstance(devices, list) and devices and max(devices) >= count:
+            raise ConfigError(f"--devices {devices}: only {count} CUDA device(s) present")
+    if acc == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError("--accelerator mps: Apple MPS is not available on this machine")
+
+
+def check_resume_checkpoint(path: Path, task: SegmentationTask) -> None:
+    """Refuse a truncated or foreign ``last.ckpt`` with one line, before Lightning opens it.
+
+    The file is read the way Lightning will read it (``weights_only``: no code runs), and its
+    model weights must be this run's network.
+    """
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for broken files
+        raise ConfigError(
+            f"{path}: not a readable checkpoint ({first_line(exc)}); it cannot be resumed"
+        ) from None
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or "epoch" not in ckpt:
+        raise ConfigError(f"{path}: not a pvdetect training checkpoint; it cannot be resumed")
+    want = {k for k in task.state_dict() if k.startswith("model.")}
+    have = {k for k in state if k.startswith("model.")}
+    if want != have or any(
+        tuple(state[k].shape) != tuple(v.shape) for k, v in task.state_dict().items() if k in want
+    ):
+        raise ConfigError(
+            f"{path}: checkpoint of another network than {task.cfg.model.arch}/"
+            f"{task.cfg.model.encoder} with {task.hparams['in_channels']} bands; it cannot be "
+            "resumed with this configuration"
+        )
+
+
 def _on_gpu(cfg: TrainConfig) -> bool:
     import torch
 
@@ -275,7 +326,12 @@ def _fit(
     cfg: TrainConfig, task: SegmentationTask, dm: PVDataModule, paths: RunPaths, precision: str
 ) -> tuple[L.Trainer, Path]:
     """Fit (or resume), then validate the checkpoint the bundle will hold; returns it."""
-    trainer = build_trainer(cfg, paths.run_dir, precision)
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        trainer = build_trainer(cfg, paths.run_dir, precision)
+    except (MisconfigurationException, ValueError) as exc:
+        raise ConfigError(f"cannot set up training: {first_line(exc)}") from None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*number of training batches.*")
@@ -312,6 +368,7 @@ def train(config: TrainConfig) -> Path:
     cfg = _resolve_paths(config)
     paths = RunPaths(Path(cfg.out))  # type: ignore[arg-type]
     _check_run_dir(cfg, paths)
+    check_devices(cfg)
 
     import lightning as L
     import torch
@@ -328,8 +385,17 @@ def train(config: TrainConfig) -> Path:
     task = SegmentationTask(
         cfg, cache.stats, in_channels=channels, chip_size=(height, width), pretrained=not cfg.resume
     )
+    if cfg.resume:
+        check_resume_checkpoint(paths.last, task)
+    new_run = not paths.run_dir.exists()
     _start_run_dir(cfg, paths)
-    trainer, source = _fit(cfg, task, dm, paths, precision)
+    try:
+        trainer, source = _fit(cfg, task, dm, paths, precision)
+    except BaseException:
+        # a start-up failure leaves no run folder holding just config.yaml behind
+        if new_run and env_rank_zero() and not paths.last.exists():
+            shutil.rmtree(paths.run_dir, ignore_errors=True)
+        raise
     threshold, val_metrics = calibrate(task, cfg.threshold_metric)
     if trainer.is_global_zero:
         meta = bundle_meta(cfg, cache, threshold, {**val_metrics, "checkpoint": source.name})

@@ -1,4 +1,4 @@
-"""Tests of pvdetect.synth.output through ``pvdetect synth``: staged, marked, never destructive."""
+"""Tests of pvdetect.staging through ``pvdetect synth``: staged, marked, never destructive."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pvdetect.cli import main
-from pvdetect.synth.output import MARKER
+from pvdetect.staging import MARKER
 from tests.synth.chips import chip_pairs, read_sites
 
 REPO = Path(__file__).resolve().parents[2]
