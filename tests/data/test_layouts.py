@@ -10,15 +10,10 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from pvdetect.data.layouts import (
-    SPLIT_FILE,
-    ChipRecord,
-    find_chips,
-    scan_layout,
-    site_from_name,
-    site_split,
-)
+from pvdetect.data.layouts import find_chips, scan_layout, site_from_name
 from pvdetect.data.raster import write_raster
+from pvdetect.data.records import ChipRecord
+from pvdetect.data.splits import SPLIT_FILE, site_split
 from pvdetect.errors import ConfigError, DataError
 
 

@@ -13,15 +13,14 @@ from affine import Affine
 from pvdetect.cli import main
 from pvdetect.data.packed import load_split
 from pvdetect.data.raster import write_raster
+from pvdetect.evaluation.baseline_runs import evaluate_baselines, run_baselines
 from pvdetect.evaluation.baselines import (
     LogisticBaseline,
     NIRThresholdBaseline,
     RandomBaseline,
     TrainingPixels,
     collect_training_pixels,
-    evaluate_baselines,
     fit_baselines,
-    run_baselines,
 )
 from pvdetect.evaluation.sections import SECTIONS
 

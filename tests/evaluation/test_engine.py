@@ -14,7 +14,7 @@ from affine import Affine
 from pvdetect.cli import main
 from pvdetect.data.packed import load_split
 from pvdetect.data.raster import read_raster, write_raster
-from pvdetect.evaluation.baselines import run_baselines
+from pvdetect.evaluation.baseline_runs import run_baselines
 from pvdetect.evaluation.engine import EvalSettings, evaluate_predictor
 from pvdetect.evaluation.grids import select_grid
 from pvdetect.evaluation.sections import SECTIONS

@@ -10,14 +10,8 @@ import torch
 import torch.distributed as dist
 
 from pvdetect.errors import ConfigError
-from pvdetect.evaluation.metrics import (
-    Confusion,
-    ObjectAccumulator,
-    ObjectMetrics,
-    ThresholdHistogram,
-    object_metrics,
-    per_image_confusion,
-)
+from pvdetect.evaluation.metrics import Confusion, ThresholdHistogram, per_image_confusion
+from pvdetect.evaluation.objects import ObjectAccumulator, ObjectMetrics, object_metrics
 
 # ---------------------------------------------------------------- helpers
 

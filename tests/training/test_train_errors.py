@@ -68,3 +68,28 @@ def test_resume_from_broken_or_foreign_checkpoints(
     assert code == 2
     assert "checkpoint of another network than fpn/resnet18" in _one_line_error(capsys)
     assert (run / "bundle" / "bundle.json").is_file()  # the finished run is left as it was
+
+
+@pytest.mark.parametrize(
+    ("flags", "extra"),
+    [(["--tensorboard"], "tensorboard"), (["--upscale-factor", "2", "--upscale-method", "sr",
+                                           "--sr-weights", "x.pth"], "sr")],
+)  # fmt: skip
+def test_missing_extra_is_named(
+    dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    flags: list[str],
+    extra: str,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "spandrel", None)
+    (tmp_path / "x.pth").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert cli.main(["train", str(dataset), "--out", str(run), *flags, *FAST]) == 2
+    assert f"pip install 'pvdetect[{extra}]'" in _one_line_error(capsys)
+    assert not run.exists()

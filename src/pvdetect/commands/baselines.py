@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pvdetect.evaluation.baselines import DEFAULT_SAMPLE, run_baselines
+from pvdetect.evaluation.baseline_runs import run_baselines
+from pvdetect.evaluation.baselines import DEFAULT_SAMPLE
 from pvdetect.evaluation.report import summary_line
 
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pvdetect.data.layouts import ChipRecord
 from pvdetect.data.raster import (
     BAND_NAMES,
     IGNORE_INDEX,
@@ -29,6 +28,7 @@ from pvdetect.data.raster import (
     read_raster,
     valid_pixels,
 )
+from pvdetect.data.records import ChipRecord
 from pvdetect.errors import DataError
 
 __all__ = ["IMAGE_BANDS", "ChipReading", "crs_text", "read_chip", "source_bands"]

@@ -12,8 +12,7 @@ Three layouts are recognised:
 * **CSV manifest**: ``ROOT/manifest.csv`` or a path to a ``.csv`` file with columns ``image``,
   ``mask`` and optionally ``split`` and ``site``; relative paths are relative to the CSV's folder.
 
-Without declared splits the chips are split by site (no site in two splits), deterministically
-for a seed, and the split is saved as ``ROOT/.pvdetect_split.json`` when the folder is writable.
+Without declared splits the chips are split by site (:mod:`pvdetect.data.splits`).
 
 :func:`scan_layout` returns the pairs plus every problem it found (missing partner files,
 duplicate numbers, ...) so that ``pvdetect check`` can list them all; :func:`find_chips` returns
@@ -23,29 +22,31 @@ just the complete pairs.
 from __future__ import annotations
 
 import csv
-import json
 import logging
-import math
 import os
-import random
 import re
-import stat
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from pvdetect.data.raster import atomic_output
-from pvdetect.errors import ConfigError, DataError, OutputError
+from pvdetect.data.records import (
+    SPLITS,
+    ChipRecord,
+    LayoutScan,
+    natural_key,
+)
+from pvdetect.data.splits import (
+    assign_missing_splits,
+    check_fractions,
+    site_leaks,
+)
+from pvdetect.errors import DataError
 
 log = logging.getLogger(__name__)
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-SPLIT_FILE = ".pvdetect_split.json"
 MANIFEST_NAME = "manifest.csv"
 SITES_FILE = "sites.csv"
 RASTER_SUFFIXES = (".tif", ".tiff")
-_SPLIT_FILE_VERSION = 1
 _SPLIT_ALIASES = {
     "train": "train",
     "training": "train",
@@ -58,51 +59,6 @@ _SPLIT_ALIASES = {
 _IMG_RE = re.compile(r"^img[\s_\-]*\(?\s*(\d+)\s*\)?$", re.IGNORECASE)
 _TARGET_RE = re.compile(r"^(?:target|label|mask)[\s_\-]*\(?\s*(\d+)\s*\)?$", re.IGNORECASE)
 _SITE_RE = re.compile(r"[_\-]")
-
-
-@dataclass(frozen=True)
-class ChipRecord:
-    """One image/mask pair.
-
-    Attributes:
-        image: Path of the 4-band image GeoTIFF.
-        mask: Path of the 1-band mask GeoTIFF.
-        split: ``"train"``, ``"val"`` or ``"test"``.
-        site: Plant/site id; chips of one site never cross splits.
-        key: Unique id of the chip, e.g. ``"train/12"`` or the file stem.
-    """
-
-    image: Path
-    mask: Path
-    split: str
-    site: str
-    key: str
-
-
-@dataclass
-class LayoutScan:
-    """Everything found while scanning a dataset folder.
-
-    Attributes:
-        root: The dataset folder (for a manifest: the CSV's folder).
-        layout: ``"brazil"``, ``"folders"`` or ``"manifest"``.
-        records: Complete image/mask pairs with their split and site.
-        problems: ``"path: problem"`` lines for contract violations found by the scan.
-        warnings: Non-fatal remarks (ignored files, carved splits, ...).
-        declared_splits: Splits that the layout itself declares (folders or manifest column).
-        split_source: ``"layout"`` (declared), ``"saved"`` (reused split file) or ``"site"``
-            (computed site-grouped split).
-        split_file: The split file that was written or reused, if any.
-    """
-
-    root: Path
-    layout: str
-    records: list[ChipRecord] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    declared_splits: tuple[str, ...] = ()
-    split_source: str = "layout"
-    split_file: Path | None = None
 
 
 # --------------------------------------------------------------------------- public API
@@ -153,7 +109,7 @@ def scan_layout(
     Raises:
         DataError: ``root`` is missing, unreadable, or no layout is recognised.
     """
-    _check_fractions(val_fraction, test_fraction)
+    check_fractions(val_fraction, test_fraction)
     path = Path(root).expanduser()
     if not path.exists():
         raise DataError(f"{path}: dataset not found")
@@ -173,58 +129,11 @@ def scan_layout(
             f"with {{train,val,test}}/labels/target(N).tif, or images/ and masks/ folders with "
             f"the same file names, or a {MANIFEST_NAME} with columns image,mask[,split,site]"
         )
-    _assign_missing_splits(scan, seed, val_fraction, test_fraction, save_split)
-    _site_leaks(scan)
+    assign_missing_splits(scan, seed, val_fraction, test_fraction, save_split)
+    site_leaks(scan)
     order = {s: i for i, s in enumerate(SPLITS)}
-    scan.records.sort(key=lambda r: (order.get(r.split, 9), _natural_key(r.key)))
+    scan.records.sort(key=lambda r: (order.get(r.split, 9), natural_key(r.key)))
     return scan
-
-
-def site_split(
-    sites: dict[str, int],
-    *,
-    seed: int,
-    val_fraction: float,
-    test_fraction: float,
-) -> dict[str, str]:
-    """Assign whole sites to splits so that the chip shares approach the fractions.
-
-    Sites are shuffled with ``seed`` (from their sorted order, so the result depends only on the
-    sites, their chip counts and the seed) and dealt to test, then val, then train. Every split
-    with a positive fraction gets at least one site while enough sites remain; train always
-    keeps at least one.
-
-    Args:
-        sites: Site id -> number of chips.
-        seed: Shuffle seed.
-        val_fraction: Target share of chips for val.
-        test_fraction: Target share of chips for test.
-
-    Returns:
-        Site id -> split.
-    """
-    _check_fractions(val_fraction, test_fraction)
-    order = sorted(sites, key=_natural_key)
-    random.Random(seed).shuffle(order)
-    total = sum(sites.values())
-    assignment: dict[str, str] = {}
-    wanted = [(s, f) for s, f in (("test", test_fraction), ("val", val_fraction)) if f > 0]
-    pos = 0
-    for i, (split, frac) in enumerate(wanted):
-        target = frac * total
-        # leave at least one site for each later split and for train
-        reserve = len(wanted) - i
-        count = 0
-        while pos < len(order) - reserve:
-            size = sites[order[pos]]
-            if count > 0 and count + size / 2 > target:
-                break
-            assignment[order[pos]] = split
-            count += size
-            pos += 1
-    for site in order[pos:]:
-        assignment[site] = "train"
-    return assignment
 
 
 def dataset_root(records: Sequence[ChipRecord]) -> Path:
@@ -246,21 +155,6 @@ def site_from_name(stem: str) -> str:
     """Site id from a file stem: the part before the first ``_`` or ``-`` (else the stem)."""
     head = _SITE_RE.split(stem, maxsplit=1)[0]
     return head or stem
-
-
-def dir_writable(path: Path) -> bool:
-    """True when ``path`` is a folder we may write to.
-
-    A folder without any write permission bit counts as read-only even for root, so shared
-    read-only data is never written into.
-    """
-    try:
-        st = path.stat()
-    except OSError:
-        return False
-    if not stat.S_ISDIR(st.st_mode) or not (st.st_mode & 0o222):
-        return False
-    return os.access(path, os.W_OK | os.X_OK)
 
 
 # --------------------------------------------------------------------------- layouts
@@ -506,124 +400,3 @@ def _dict_rows(rows: list[list[str]]) -> Iterable[dict[str, str]]:
 
 
 # --------------------------------------------------------------------------- splits
-
-
-def _check_fractions(val_fraction: float, test_fraction: float) -> None:
-    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not (isinstance(f, int | float) and math.isfinite(f) and 0 <= f < 1):
-            raise ConfigError(f"{name} must be in [0, 1), got {f!r}")
-    if val_fraction + test_fraction >= 1:
-        raise ConfigError(
-            f"val_fraction + test_fraction must be below 1, got {val_fraction + test_fraction:g}"
-        )
-
-
-def _assign_missing_splits(
-    scan: LayoutScan, seed: int, val_fraction: float, test_fraction: float, save: bool
-) -> None:
-    """Give split-less records a site-grouped split (saved), or carve val out of train."""
-    if not scan.records:
-        return
-    if scan.declared_splits:
-        scan.split_source = "layout"
-        if scan.layout == "brazil" and "val" not in scan.declared_splits and val_fraction > 0:
-            _carve_val(scan, seed, val_fraction)
-        return
-    split_path = scan.root / SPLIT_FILE
-    keys = sorted(r.key for r in scan.records)
-    saved = _load_split_file(split_path, keys, seed, val_fraction, test_fraction)
-    if saved is not None:
-        scan.split_source = "saved"
-        scan.split_file = split_path
-        scan.records = [_with_split(r, saved[r.key]) for r in scan.records]
-        return
-    counts: dict[str, int] = defaultdict(int)
-    for r in scan.records:
-        counts[r.site] += 1
-    by_site = site_split(counts, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
-    scan.records = [_with_split(r, by_site[r.site]) for r in scan.records]
-    scan.split_source = "site"
-    if save and _save_split_file(split_path, scan.records, seed, val_fraction, test_fraction):
-        scan.split_file = split_path
-
-
-def _carve_val(scan: LayoutScan, seed: int, val_fraction: float) -> None:
-    train = [r for r in scan.records if r.split == "train"]
-    counts: dict[str, int] = defaultdict(int)
-    for r in train:
-        counts[r.site] += 1
-    if len(counts) < 2:
-        return
-    by_site = site_split(counts, seed=seed, val_fraction=val_fraction, test_fraction=0.0)
-    moved = {s for s, sp in by_site.items() if sp == "val"}
-    scan.records = [
-        _with_split(r, "val") if r.split == "train" and r.site in moved else r for r in scan.records
-    ]
-    scan.warnings.append(
-        f"{scan.root}: no val folder; {len(moved)} of {len(counts)} training site(s) "
-        f"held out as val (seed {seed})"
-    )
-
-
-def _with_split(r: ChipRecord, split: str) -> ChipRecord:
-    return ChipRecord(r.image, r.mask, split, r.site, r.key)
-
-
-def _load_split_file(
-    path: Path, keys: list[str], seed: int, val_fraction: float, test_fraction: float
-) -> dict[str, str] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        splits = data["splits"]
-        if (
-            data.get("version") != _SPLIT_FILE_VERSION
-            or data.get("seed") != seed
-            or not math.isclose(float(data.get("val_fraction", -1)), val_fraction)
-            or not math.isclose(float(data.get("test_fraction", -1)), test_fraction)
-            or sorted(splits) != keys
-            or any(v not in SPLITS for v in splits.values())
-        ):
-            return None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return {str(k): str(v) for k, v in splits.items()}
-
-
-def _save_split_file(
-    path: Path, records: list[ChipRecord], seed: int, val_fraction: float, test_fraction: float
-) -> bool:
-    if not dir_writable(path.parent):
-        return False
-    data = {
-        "version": _SPLIT_FILE_VERSION,
-        "seed": seed,
-        "val_fraction": val_fraction,
-        "test_fraction": test_fraction,
-        "splits": {r.key: r.split for r in sorted(records, key=lambda r: _natural_key(r.key))},
-        "sites": {r.key: r.site for r in sorted(records, key=lambda r: _natural_key(r.key))},
-    }
-    try:
-        with atomic_output(path) as tmp:
-            tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    except (OSError, OutputError):
-        return False
-    return True
-
-
-def _site_leaks(scan: LayoutScan) -> None:
-    splits_of: dict[str, set[str]] = defaultdict(set)
-    for r in scan.records:
-        splits_of[r.site].add(r.split)
-    order = {s: i for i, s in enumerate(SPLITS)}
-    for site in sorted(splits_of, key=_natural_key):
-        splits = splits_of[site]
-        if len(splits) > 1:
-            names = ", ".join(sorted(splits, key=lambda s: order.get(s, 9)))
-            scan.problems.append(f"{scan.root}: site {site} appears in several splits ({names})")
-
-
-def _natural_key(text: str) -> tuple:
-    """Sort key that orders ``img2`` before ``img10``."""
-    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text))

@@ -28,11 +28,12 @@ import torch
 from numpy.lib.format import open_memmap
 
 from pvdetect.data.chips import IMAGE_BANDS, read_chip, source_bands
-from pvdetect.data.layouts import ChipRecord, dataset_root, dir_writable
+from pvdetect.data.layouts import dataset_root
 from pvdetect.data.raster import (
     IGNORE_INDEX,
     raster_info,
 )
+from pvdetect.data.records import ChipRecord, dir_writable
 from pvdetect.data.stats import BandStats, band_stats
 from pvdetect.errors import ConfigError, DataError, OutputError
 

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from pvdetect.data.chips import IMAGE_BANDS, crs_text, read_chip
-from pvdetect.data.layouts import SPLITS, ChipRecord, LayoutScan, scan_layout
+from pvdetect.data.layouts import scan_layout
 from pvdetect.data.raster import (
     BAND_NAMES,
     RasterInfo,
 )
+from pvdetect.data.records import SPLITS, ChipRecord, LayoutScan
 from pvdetect.data.stats import RunningBandStats
 from pvdetect.errors import DataError
 

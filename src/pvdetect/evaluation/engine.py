@@ -28,7 +28,8 @@ import numpy as np
 from pvdetect.data.raster import BAND_NAMES, IGNORE_INDEX
 from pvdetect.errors import ConfigError, DataError
 from pvdetect.evaluation.grids import GridInputs, grid_picks, make_grid_chips
-from pvdetect.evaluation.metrics import ObjectAccumulator, ThresholdHistogram
+from pvdetect.evaluation.metrics import ThresholdHistogram
+from pvdetect.evaluation.objects import ObjectAccumulator
 from pvdetect.evaluation.sections import (
     per_image_section,
     per_site_section,

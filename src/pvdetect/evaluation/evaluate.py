@@ -177,7 +177,7 @@ def _baseline_entries(
 ) -> tuple[dict[str, dict[str, Any]], str]:
     """Baselines fitted in this run (``opt.baselines``) or found on disk, and a note."""
     if opt.baselines:
-        from pvdetect.evaluation.baselines import evaluate_baselines
+        from pvdetect.evaluation.baseline_runs import evaluate_baselines
 
         evals = evaluate_baselines(
             cache,

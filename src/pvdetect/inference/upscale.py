@@ -24,8 +24,8 @@ import numpy as np
 from affine import Affine
 
 from pvdetect.data.chips import read_chip
-from pvdetect.data.layouts import ChipRecord
 from pvdetect.data.raster import raster_info, write_raster
+from pvdetect.data.records import ChipRecord
 from pvdetect.errors import ConfigError, OutputError
 from pvdetect.io import atomic_output, first_line
 from pvdetect.staging import check_apart, check_target, staged_folder

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pvdetect.errors import ConfigError
+from pvdetect.extras import require
 from pvdetect.model.factory import read_state_dict
 
 __all__ = ["SRModel", "load_sr_model"]
@@ -25,13 +26,7 @@ __all__ = ["SRModel", "load_sr_model"]
 
 def _spandrel() -> ModuleType:
     """The spandrel package, or a ConfigError saying which extra installs it."""
-    try:
-        import spandrel
-    except ImportError:
-        raise ConfigError(
-            "super-resolution upscaling needs spandrel: pip install 'pvdetect[sr]'"
-        ) from None
-    return spandrel
+    return require("spandrel", "sr", "super-resolution upscaling")
 
 
 class SRModel(nn.Module):

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pvdetect.config import TrainConfig, config_from_dict, save_config
 from pvdetect.device import env_rank_zero, resolve_precision
 from pvdetect.errors import ConfigError, OutputError
+from pvdetect.extras import require
 from pvdetect.io import first_line
 from pvdetect.training.curves import plot_curves
 
@@ -241,6 +242,14 @@ def check_devices(cfg: TrainConfig) -> None:
             raise ConfigError("--accelerator mps: Apple MPS is not available on this machine")
 
 
+def check_extras(cfg: TrainConfig) -> None:
+    """Refuse options whose optional packages are missing, naming the extra to install."""
+    if cfg.tensorboard:
+        require("tensorboard", "tensorboard", "--tensorboard")
+    if cfg.upscale.factor > 1 and cfg.upscale.method == "sr":
+        require("spandrel", "sr", "--upscale-method sr")
+
+
 def check_resume_checkpoint(path: Path, task: SegmentationTask) -> None:
     """Refuse a truncated or foreign ``last.ckpt`` with one line, before Lightning opens it.
 
@@ -369,6 +378,7 @@ def train(config: TrainConfig) -> Path:
     paths = RunPaths(Path(cfg.out))  # type: ignore[arg-type]
     _check_run_dir(cfg, paths)
     check_devices(cfg)
+    check_extras(cfg)
 
     import lightning as L
     import torch
