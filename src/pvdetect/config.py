@@ -9,8 +9,8 @@ a command-line flag, the flag and its argparse extras (``json_schema_extra``, re
 raises a one-line :class:`~pvdetect.errors.ConfigError` naming the dotted key and the value.
 ``docs/train-config.example.yaml`` shows every option.
 
-Why this long: the module is over 500 lines because it holds that table: every training option with its
-documentation, in one place (the messages of validation errors live in
+Why this long: the module is over 500 lines because it holds that table: every training option
+with its documentation, in one place (the messages of validation errors live in
 :mod:`pvdetect.validation`, the command-line parser in :mod:`pvdetect.commands.train`).
 
 Example YAML::
