@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "acquire": ("pvdetect.commands.acquire", "fetch a Sentinel-2 median composite from STAC"),
     "automask": ("pvdetect.commands.automask", "write first PV masks of chips, for hand editing"),
     "download": ("pvdetect.commands.download", "download and verify a public PV dataset"),
+    "serve": ("pvdetect.commands.serve", "web page and API: pick an area on a map, get its plants"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pvdetect.inference.vectorize import DEFAULT_MAX_HOLE_M2, DEFAULT_MIN_AREA_M2
@@ -26,6 +27,8 @@ class PredictOptions:
         upscaled_output: with an upscaling bundle, write rasters at the upscaled resolution.
         overlay: write ``<stem>_overlay.png``.
         overlay_max_side: long side of the overlay in pixels (at most).
+        progress: called after each tile row with (tiles done, tiles in all); an exception it
+            raises stops the prediction (nothing of the scene is left behind).
     """
 
     tile: int | None = None
@@ -40,3 +43,4 @@ class PredictOptions:
     upscaled_output: bool = False
     overlay: bool = True
     overlay_max_side: int = 2048
+    progress: Callable[[int, int], None] | None = None

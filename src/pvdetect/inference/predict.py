@@ -242,6 +242,7 @@ class _SceneRun:
                 self.options.tta,
                 self.quicklook,
                 sinks,
+                progress=self.options.progress,
             )
         return prob_levels, mask_levels
 

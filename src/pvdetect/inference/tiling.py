@@ -335,11 +335,13 @@ def run_tiles(
     tta: bool = False,
     quicklook: QuickLook | None = None,
     sinks: Sequence[RowSink] = (),
+    progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Predict every tile of a scene and write the blended rows into the open datasets.
 
     The writer thread also hands the finished rows to each of ``sinks`` (polygons, overview
-    levels), so that they are built while the model works on the next tile row.
+    levels), so that they are built while the model works on the next tile row. ``progress``
+    is called after each tile row with (tiles done, tiles in all).
     """
     device = bundle.device
     s = plan.scale
@@ -383,5 +385,7 @@ def run_tiles(
             pending.append(writer.submit(write_rows, y0 * s, prob, mask))
             while len(pending) > 2:
                 pending.pop(0).result()
+            if progress is not None:
+                progress((r + 1) * len(plan.xs), plan.n_tiles)
         for f in pending:
             f.result()
