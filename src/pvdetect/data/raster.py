@@ -10,7 +10,7 @@ import contextlib
 import os
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,14 @@ class RasterInfo:
     transform: Affine
     nodata: float | None
     descriptions: tuple[str | None, ...]
+    #: per band: GDAL scale and offset (physical value = stored value * scale + offset)
+    scales: tuple[float, ...] = field(default=(), compare=False)
+    offsets: tuple[float, ...] = field(default=(), compare=False)
+    #: dataset metadata (default domain, including a ``.aux.xml``) and each band's metadata
+    tags: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    band_tags: tuple[dict[str, str], ...] = field(default=(), compare=False, hash=False)
+    #: per band: GDAL colour interpretation ("red", "nir", "gray", "undefined" ...)
+    colorinterp: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def georeferenced(self) -> bool:
@@ -96,6 +104,11 @@ def _info(path: Path, ds: rasterio.DatasetReader) -> RasterInfo:
         transform=ds.transform,
         nodata=ds.nodata,
         descriptions=tuple(ds.descriptions),
+        scales=tuple(float(v) for v in ds.scales),
+        offsets=tuple(float(v) for v in ds.offsets),
+        tags=dict(ds.tags()),
+        band_tags=tuple(dict(ds.tags(i)) for i in range(1, ds.count + 1)),
+        colorinterp=tuple(c.name for c in ds.colorinterp),
     )
 
 
