@@ -114,6 +114,15 @@ class AreaCalculator:
         dense = shapely.segmentize(geoms_px, 16.0)
         return np.asarray(shapely.area(shapely.transform(dense, fn)), dtype=np.float64)
 
+    def crs_areas_m2(self, geoms: np.ndarray | shapely.Geometry) -> np.ndarray:
+        """Equal-area areas (m2) of geometries given in the raster's CRS."""
+
+        def fn(xy: np.ndarray) -> np.ndarray:
+            return np.column_stack(self._to_ea.transform(xy[:, 0], xy[:, 1]))
+
+        dense = shapely.segmentize(geoms, 16.0 * max(abs(self.transform.a), abs(self.transform.e)))
+        return np.asarray(shapely.area(shapely.transform(dense, fn)), dtype=np.float64)
+
 
 def _affine(t: Affine, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f
@@ -536,6 +545,30 @@ def vectorize_mask(
     return builder.finish(prob_path)
 
 
+#: plant attributes that :func:`write_plants` adds with ``attrs``: the centroid in WGS 84
+CENTROID_FIELDS = ("lon", "lat")
+#: decimals of the probabilities in the vector files
+PROB_DECIMALS = 3
+
+
+def _centroids_wgs84(geoms: np.ndarray, crs: pyproj.CRS) -> tuple[np.ndarray, np.ndarray]:
+    """Longitude and latitude (WGS 84) of the centroids of geometries given in ``crs``."""
+    if not len(geoms):
+        return np.zeros(0), np.zeros(0)
+    c = shapely.get_coordinates(shapely.centroid(geoms))
+    tr = pyproj.Transformer.from_crs(crs, pyproj.CRS.from_epsg(4326), always_xy=True)
+    lon, lat = tr.transform(c[:, 0], c[:, 1])
+    return np.round(np.asarray(lon, np.float64), 6), np.round(np.asarray(lat, np.float64), 6)
+
+
+def _attr_column(value: object, n: int) -> np.ndarray:
+    if isinstance(value, bool | np.bool_):
+        return np.full(n, bool(value))
+    if isinstance(value, int | float | np.number):
+        return np.full(n, float(value), dtype=np.float64)
+    return np.array([str(value)] * n, dtype=object)
+
+
 def write_plants(
     path: str | os.PathLike,
     plants: Sequence[Plant],
@@ -543,6 +576,8 @@ def write_plants(
     *,
     driver: str = "GPKG",
     to_wgs84: bool = False,
+    attrs: dict[str, object] | None = None,
+    style_qml: str | None = None,
 ) -> Path:
     """Write plants as a vector file (GPKG, or GeoJSON), atomically.
 
@@ -552,28 +587,37 @@ def write_plants(
         crs: CRS of the geometries.
         driver: OGR driver, "GPKG" or "GeoJSON".
         to_wgs84: reproject to EPSG:4326 (longitude, latitude) first, as GeoJSON expects.
+        attrs: with attributes, also each plant's centroid (``lon``, ``lat``, WGS 84) and
+            these values, the same for every plant (scene, date, threshold, model ...).
+        style_qml: a QGIS style stored as the layer's default (GeoPackage ``layer_styles``).
     """
     import pyogrio.raw
 
     final = Path(path)
     src = _pyproj_crs(crs)
     geoms = np.array([p.geometry for p in plants], dtype=object)
-    out_crs = src
-    if to_wgs84:
-        out_crs = pyproj.CRS.from_epsg(4326)
-        if len(geoms):
-            tr = pyproj.Transformer.from_crs(src, out_crs, always_xy=True)
-            geoms = shapely.transform(
-                geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1]))
-            )
+    n = len(geoms)
+    names = list(FIELDS)
     field_data = [
         np.array([p.id for p in plants], dtype=np.int64),
         np.array([round(p.area_m2, 2) for p in plants], dtype=np.float64),
         np.array([round(p.area_ha, 4) for p in plants], dtype=np.float64),
-        np.array([p.mean_prob for p in plants], dtype=np.float64),
-        np.array([p.max_prob for p in plants], dtype=np.float64),
+        np.round(np.array([p.mean_prob for p in plants], dtype=np.float64), PROB_DECIMALS),
+        np.round(np.array([p.max_prob for p in plants], dtype=np.float64), PROB_DECIMALS),
     ]
-    wkb = np.array(shapely.to_wkb(geoms), dtype=object) if len(geoms) else np.array([], object)
+    if attrs is not None:
+        names += [*CENTROID_FIELDS, *attrs]
+        field_data += [*_centroids_wgs84(geoms, src)]
+        field_data += [_attr_column(v, n) for v in attrs.values()]
+    out_crs = src
+    if to_wgs84:
+        out_crs = pyproj.CRS.from_epsg(4326)
+        if n:
+            tr = pyproj.Transformer.from_crs(src, out_crs, always_xy=True)
+            geoms = shapely.transform(
+                geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1]))
+            )
+    wkb = np.array(shapely.to_wkb(geoms), dtype=object) if n else np.array([], object)
     layer_options = {"RFC7946": "YES"} if driver == "GeoJSON" else None
     with atomic_output(final) as tmp:
         try:
@@ -581,7 +625,7 @@ def write_plants(
                 str(tmp),
                 wkb,
                 field_data,
-                list(FIELDS),
+                names,
                 layer="plants",
                 driver=driver,
                 geometry_type="Polygon",
@@ -590,6 +634,10 @@ def write_plants(
             )
         except OSError as exc:
             raise OutputError(f"{final}: cannot write ({exc})") from None
+        if style_qml is not None and driver == "GPKG":
+            from pvdetect.inference.styles import store_layer_style
+
+            store_layer_style(tmp, "plants", style_qml)
     return final
 
 
