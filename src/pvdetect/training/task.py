@@ -11,8 +11,9 @@ Everything between the raw batch and the network runs on the device, vectorised 
   resolution (``val_iou_native``, ``val_f1_native``).
 
 Losses are summed on the device and pixel metrics go into
-:class:`~pvdetect.evaluation.metrics.ThresholdHistogram` counts on the device; nothing is read back to the
-host until the end of an epoch, where sums and histograms are reduced over DDP ranks once.
+:class:`~pvdetect.evaluation.metrics.ThresholdHistogram` counts on the device; nothing is read
+back to the host until the end of an epoch, where sums and histograms are reduced over DDP
+ranks once.
 Random augmentation uses a generator seeded from ``(seed, epoch, batch, rank)``, so a resumed
 run repeats exactly what an uninterrupted run would have done.
 """
@@ -267,6 +268,14 @@ class SegmentationTask(L.LightningModule):
         self.log("val_f1", conf.f1)
         self.log("val_iou_native", conf_n.iou)
         self.log("val_f1_native", conf_n.f1)
+        # what the bundle would get from this epoch: the threshold calibrated as in
+        # pvdetect.training.train.calibrate, and the IoU there
+        from pvdetect.training.train import THRESHOLD_MIN
+
+        thr, _ = native.best_threshold(self.cfg.threshold_metric)
+        thr = min(max(float(thr), THRESHOLD_MIN), 1.0 - THRESHOLD_MIN)
+        self.log("val_iou_calibrated", native.confusion(thr).iou)
+        self.log("val_threshold", thr)
 
     # ------------------------------------------------------------------ optimisation
 
