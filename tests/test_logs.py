@@ -114,3 +114,17 @@ def test_log_file_gets_what_was_logged_before_it_existed(
     # without a set-up (pvdetect as a library) no file is attached
     assert logs.attach_file(tmp_path / "lib.log") is None
     assert not (tmp_path / "lib.log").exists()
+
+
+def test_lightning_banners_only_with_verbose() -> None:
+    """Lightning's INFO messages (GPU banners, 'Tip' adverts) are hidden unless -v."""
+    lightning_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    try:
+        logs.setup(0, False, "train")
+        assert not lightning_log.isEnabledFor(logging.INFO)
+        assert lightning_log.isEnabledFor(logging.WARNING)
+        logs.setup(1, False, "train")
+        assert lightning_log.isEnabledFor(logging.INFO)
+    finally:
+        logs.teardown()
+        logs.quiet_lightning(False)

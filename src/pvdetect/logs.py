@@ -12,7 +12,7 @@ One set-up for every command (:func:`setup`, called by :mod:`pvdetect.cli`):
   folder existed (they are kept in memory until then), whatever ``-q`` says.
 
 Lightning's own INFO messages (device banners, "Tip" adverts) are silenced unless ``-v``
-(:func:`quiet_lightning`).
+(:func:`quiet_lightning`), except the one line per process joining a distributed run.
 """
 
 from __future__ import annotations
@@ -226,3 +226,6 @@ def quiet_lightning(verbose: bool = False) -> None:
     level = logging.INFO if verbose else logging.WARNING
     for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(level)
+    # one line per process joining a distributed run ("MEMBER: 2/2") stays: it is not noise
+    for pkg in ("lightning.fabric", "lightning_fabric"):
+        logging.getLogger(f"{pkg}.utilities.distributed").setLevel(logging.INFO)

@@ -127,3 +127,8 @@ def test_info_is_read_once(tmp_path: Path) -> None:
     f = _file(tmp_path / "s.tif", ["B08", "B04", "B03", "B02"])
     info = raster_info(f)
     assert resolve_bands(info, WANTED).indices == [2, 3, 4, 1]
+
+
+def test_other_band_names_given_exactly(tmp_path: Path) -> None:
+    f = _file(tmp_path / "s.tif", ["x", "band2", "band1"])
+    assert resolve_bands(f, ["band1", "band2"]).indices == [3, 2]

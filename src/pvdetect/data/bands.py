@@ -14,6 +14,7 @@ itself; name it in ``--bands`` to use it anyway.
 :func:`resolve_bands` picks the file's bands for a wanted order (a bundle's ``band_order``):
 from ``--bands`` (names or 1-based indices), else from the identities when every wanted band is
 found exactly once (so a 5- or 13-band file in any order works by its descriptions alone), else
+from descriptions equal to the wanted names (names other than Sentinel-2's), else
 the file's bands in order when it has exactly as many as wanted and no identity contradicts that.
 :func:`resolve_band_order` gives the same as 0-based indices for the packed cache (training and
 evaluation).
@@ -251,6 +252,11 @@ def resolve_bands(
     if all(w is not None for w in want_ids) and all(ids.count(w) == 1 for w in want_ids):
         chosen = [ids.index(w) + 1 for w in want_ids]
         return BandSelection(chosen, [str(w) for w in want_ids], "band names")
+    descs = [(d or "").strip().lower() for d in info.descriptions]
+    keys = [w.strip().lower() for w in wanted]
+    if all(descs.count(w) == 1 for w in keys):  # other names, given exactly (e.g. "band1")
+        chosen = [descs.index(w) + 1 for w in keys]
+        return BandSelection(chosen, list(wanted), "band names")
     named = ", ".join(f"{n} ({w})" if w else n for n, w in zip(wanted, want_ids, strict=True))
     if "B08" in want_ids and "B08" not in ids and "B8A" in ids:
         raise DataError(
