@@ -300,7 +300,17 @@ def test_train_flags_are_those_of_before() -> None:
     parser = build_parser("train")
     sub = next(a for a in parser._actions if a.dest == "command")
     flags = {s for a in sub.choices["train"]._actions for s in a.option_strings}
-    assert flags == {"-h", "--help", "--print-config", *TRAIN_FLAGS}
+    # -v/-q are every command's (cli.py); the rest are train's own, as before
+    assert flags == {
+        "-h",
+        "--help",
+        "--print-config",
+        "-v",
+        "--verbose",
+        "-q",
+        "--quiet",
+        *TRAIN_FLAGS,
+    }
     text = _train_help()
     assert "--band-order I,J,K,L" in text and "--weights imagenet|PATH|none" in text
     assert "--compile, --no-compile" in text and "--upscale-factor {1,2,4}" in text

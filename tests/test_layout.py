@@ -1,7 +1,8 @@
 """The package's shape: no import cycle, arrows pointing one way, long code that says why.
 
 Every ``import`` and ``from ... import`` of ``pvdetect`` modules in ``src/`` counts, also those
-inside functions (a lazy import is still a dependency).
+inside functions (a lazy import is still a dependency); only imports for type annotations
+(under ``if TYPE_CHECKING:``) do not.
 """
 
 from __future__ import annotations
@@ -66,9 +67,23 @@ def _resolve(name: str) -> str | None:
     return None
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node except those under ``if TYPE_CHECKING:`` (annotations only, never run)."""
+    out: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
 def _imports(path: Path) -> set[str]:
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

@@ -8,11 +8,14 @@ subcommand runs, so ``pvdetect check`` never pays for importing torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from pvdetect import __version__
+from pvdetect import __version__, logs
 from pvdetect.errors import PVDetectError
 
 #: subcommand -> (module, one-line help)
@@ -43,11 +46,26 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pvdetect {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = _output_options()
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, parents=[common], allow_abbrev=False
+        )
         if only is None or only == name:
             importlib.import_module(module).add_arguments(p)
     return parser
+
+
+def _output_options() -> argparse.ArgumentParser:
+    """``-v`` / ``-q``, shared by every subcommand."""
+    common = argparse.ArgumentParser(add_help=False)
+    out = common.add_argument_group("output")
+    loud = out.add_mutually_exclusive_group()
+    loud.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more detail (debug messages)"
+    )
+    loud.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    return common
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,14 +80,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    logs.setup(args.verbose, args.quiet, args.command, args_list)
     try:
-        return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+        with _quiet_stdout(args.quiet):
+            return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
     except PVDetectError as exc:
-        print(f"pvdetect {args.command}: error: {exc}", file=sys.stderr)
+        _fail(f"pvdetect {args.command}: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"pvdetect {args.command}: interrupted", file=sys.stderr)
+        _fail(f"pvdetect {args.command}: interrupted")
         return 130
+    finally:
+        logs.teardown()
+
+
+@contextlib.contextmanager
+def _quiet_stdout(quiet: bool) -> Iterator[None]:
+    """With ``-q`` nothing reaches stdout (errors go to stderr)."""
+    if not quiet:
+        yield
+        return
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        yield
+
+
+def _fail(message: str) -> None:
+    """The one-line error on stderr, and in the run's log file when there is one."""
+    print(message, file=sys.stderr)
+    logging.getLogger(logs.LOGGER).error(message, extra=logs.FILE_ONLY)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ BROKEN = {
         _mask(root),
         _arrays(2)[1],
         crs="EPSG:32633",
-        transform=T * Affine.translation(1, 0),
+        transform=T @ Affine.translation(1, 0),
         nodata=ND,
     ),
     "mask values": lambda root: write_raster(

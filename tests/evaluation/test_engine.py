@@ -276,7 +276,6 @@ def test_evaluate_cli_end_to_end(
             "--batch-size",
             "3",
             "--baselines",
-            "--quiet",
         ]
     )
     assert code == 0, capsys.readouterr().err

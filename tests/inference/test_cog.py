@@ -136,3 +136,44 @@ def test_rows_out_of_order_and_bad_resampling(tmp_path: Path) -> None:
             pyr.add_rows(20, np.zeros((10, 300), np.float32))
     with pytest.raises(ValueError, match="resampling"):
         Pyramid(tmp_path, "y", prof, "bilinear")
+
+
+def _block_max(a: np.ndarray, nodata: int = 255) -> np.ndarray:
+    """Reference: maximum of the valid pixels of each 2 x 2 block (padding odd sizes)."""
+    h, w = a.shape
+    p = np.full((h + h % 2, w + w % 2), -1, np.int64)
+    p[:h, :w] = np.where(a == nodata, -1, a.astype(np.int64))
+    m = p.reshape(p.shape[0] // 2, 2, -1, 2).max(axis=(1, 3))
+    return np.where(m < 0, nodata, m).astype(np.uint8)
+
+
+@pytest.mark.parametrize("chunks", [[7], [1, 2, 5], [1000]])
+def test_max_levels_keep_every_plant(tmp_path: Path, chunks: list[int]) -> None:
+    """Mask overviews: the maximum of the valid pixels, so one PV pixel survives every level."""
+    h, w = 523, 601
+    m = np.zeros((h, w), np.uint8)
+    m[:, :9] = 255
+    m[100:104, 300:302] = 255
+    m[200, 200] = 1  # one PV pixel at even coordinates: every second pixel would lose it
+    m[-1, -1] = 1
+    out = _stream(tmp_path, "m", m, _profile(h, w, "uint8", 255), "max", chunks)
+    level1 = _block_max(m)
+    for k, want in ((0, level1), (1, _block_max(level1))):
+        with rasterio.open(out, OVERVIEW_LEVEL=k) as lvl:
+            np.testing.assert_array_equal(lvl.read(1), want)
+    assert want[50, 50] == 1 and want[-1, -1] == 1 and want[0, 0] == 255 and want[0, 3] == 0
+
+
+def test_colour_table(tmp_path: Path) -> None:
+    m = np.zeros((300, 300), np.uint8)
+    prof = _profile(300, 300, "uint8", 255)
+    full = tmp_path / "m.tif"
+    with rasterio.open(full, "w", **prof) as dst, Pyramid(tmp_path, "m", prof, "max") as pyr:
+        dst.write(m, 1)
+        pyr.add_rows(0, m)
+    colors = {0: (0, 0, 0, 0), 1: (255, 0, 255, 255), 255: (0, 0, 0, 0)}
+    write_cog(full, tmp_path / "c.tif", pyramid=pyr, colormap=colors)
+    with rasterio.open(tmp_path / "c.tif") as ds:
+        assert ds.colorinterp[0] == rasterio.enums.ColorInterp.palette
+        assert ds.colormap(1)[1] == (255, 0, 255, 255)
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and ds.overviews(1) == [2]

@@ -15,9 +15,10 @@ from rasterio.enums import Resampling
 from shapely.geometry import box
 
 from pvdetect.data.raster import raster_info, write_raster
-from pvdetect.inference.overlay import OUTLINE_RGB, QuickLook, png_bytes, stretch, write_overlay
+from pvdetect.inference.colours import OUTLINE_RGB
+from pvdetect.inference.overlay import QuickLook, png_bytes, stretch, write_overlay
+from pvdetect.inference.plants import Plant
 from pvdetect.inference.tiling import StripReader
-from pvdetect.inference.vectorize import Plant
 
 T = Affine(10, 0, 500000, 0, -10, 5300000)
 
@@ -99,3 +100,56 @@ def test_overlay_draws_outlines_on_the_stretched_scene(tmp_path: Path) -> None:
     assert edge[10, 10:31].all() and edge[10:31, 10].all()  # the plant's box outline
     assert not edge[20, 20]  # inside stays the scene
     assert edge.sum() < 120
+
+
+def _scene(tmp_path: Path, h: int = 400, w: int = 300) -> Path:
+    rng = np.random.default_rng(4)
+    img = rng.uniform(500, 2500, (4, h, w)).astype(np.float32)
+    return write_raster(tmp_path / "s.tif", img, crs="EPSG:32633", transform=T)
+
+
+def test_overlay_is_georeferenced_by_world_file_and_aux_xml(tmp_path: Path) -> None:
+    scene = _scene(tmp_path)
+    out = tmp_path / "o.png"
+    t = write_overlay(
+        out, _plan(scene), [], max_side=200,
+        georef=(tmp_path / "o.pgw", tmp_path / "o.png.aux.xml"),
+    )  # fmt: skip
+    assert t == T @ Affine.scale(2)
+    with rasterio.open(scene) as src, rasterio.open(out) as ov:
+        assert (ov.width, ov.height) == (150, 200)
+        assert ov.crs == src.crs and ov.transform == t
+        assert ov.bounds == pytest.approx(src.bounds)
+    # geographic CRS: the axis order is still x = longitude
+    geo = write_raster(tmp_path / "g.tif", np.ones((4, 30, 40), np.float32), crs="EPSG:4326",
+                       transform=Affine(0.001, 0, 15.0, 0, -0.001, 48.0))  # fmt: skip
+    write_overlay(tmp_path / "g.png", _plan(geo), [],
+                  georef=(tmp_path / "g.pgw", tmp_path / "g.png.aux.xml"))  # fmt: skip
+    with rasterio.open(tmp_path / "g.png") as ov:
+        assert ov.crs.to_epsg() == 4326
+        assert ov.bounds == pytest.approx((15.0, 47.97, 15.04, 48.0))
+
+
+def test_legend_scale_bar_and_coordinates(tmp_path: Path) -> None:
+    from pvdetect.inference.decorations import decorate, nice_length, scale_bar_metres
+
+    assert [nice_length(v) for v in (0.3, 7, 180, 2400, 99999)] == [1, 5, 100, 2000, 50000]
+    # 10 m pixels near UTM's central meridian: ground metres = 10 / 0.9996 per pixel
+    assert scale_bar_metres(T, "EPSG:32633", 300, 400) == pytest.approx(10 / 0.9996, rel=1e-3)
+    scene = _scene(tmp_path)
+    plain, decorated = tmp_path / "p.png", tmp_path / "d.png"
+    write_overlay(plain, _plan(scene), [], decorate=False)
+    write_overlay(decorated, _plan(scene), [], decorate=True)
+    a = np.asarray(Image.open(plain)).astype(int)
+    b = np.asarray(Image.open(decorated)).astype(int)
+    changed = (a != b).any(axis=-1)
+    assert changed[-40:, :120].any()  # legend, lower left
+    assert changed[-40:, -120:].any()  # scale bar, lower right
+    assert changed[:30, :150].any()  # upper-left coordinates
+    assert not changed[150:250, 100:200].any()  # the middle of the picture stays the scene
+    legend = b[-40:, :40]
+    assert ((legend == OUTLINE_RGB).all(axis=-1)).any()  # the PV outline colour in the key
+    # small pictures get no decorations; the picture is changed in place and returned
+    small = np.zeros((100, 150, 3), np.uint8)
+    assert decorate(small, T, "EPSG:32633", plants=1, outline_rgb=OUTLINE_RGB) is small
+    assert not small.any()

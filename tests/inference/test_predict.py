@@ -161,7 +161,7 @@ def test_plant_across_tile_borders_is_one_polygon(tmp_path: Path) -> None:
     expected[150:155, 150:155] = 1
     expected[20:22, 150:152] = 1
     np.testing.assert_array_equal(mask, expected)
-    _, _, geoms, fields = pyogrio.raw.read(res.plants_path)
+    _, _, geoms, fields = pyogrio.raw.read(res.plants_path, layer="plants")
     areas = sorted(fields[1])
     assert areas[0] == pytest.approx(2500 / UTM_SCALE**2, rel=1e-3)
     assert areas[1] == pytest.approx(90000 / UTM_SCALE**2, rel=1e-3)
@@ -203,6 +203,10 @@ def _halves(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0] // 2, 2, -1, 2).mean(axis=(1, 3))
 
 
+def _max_halves(a: np.ndarray) -> np.ndarray:
+    return a.reshape(a.shape[0] // 2, 2, -1, 2).max(axis=(1, 3))
+
+
 @pytest.mark.parametrize("hw", [(20, 33), (41, 97), (64, 64), (130, 40), (300, 520)])
 def test_outputs_on_exact_input_grid(
     tmp_path: Path, unet_bundle: Path, hw: tuple[int, int]
@@ -220,16 +224,17 @@ def test_outputs_on_exact_input_grid(
         with rasterio.open(path) as ds:
             assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
             assert ds.overviews(1) == ([2, 4] if w > 256 else [])
-            if w > 256:  # overviews built while predicting: the 2x2 means of the pixels
+            if w > 256:  # overviews built while predicting: 2x2 means (prob), maxima (mask)
                 half = ds.read(1, out_shape=(h // 2, w // 2))
                 if path == res.prob_path:
                     np.testing.assert_allclose(half, _halves(arr), atol=1e-6)
                 else:
-                    np.testing.assert_array_equal(half, arr[1::2, 1::2])
+                    np.testing.assert_array_equal(half, _max_halves(arr))
     assert res.overlay_path.is_file()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
-        ["g_prob.tif", "g_mask.tif", "g_plants.gpkg", "g_overlay.png"]
-    )
+        ["g_prob.tif", "g_prob.qml", "g_mask.tif", "g_mask.qml", "g_plants.gpkg",
+         "g_overlay.png", "g_overlay.pgw", "g_overlay.png.aux.xml"]
+    )  # fmt: skip
 
 
 def test_upscaled_output_grid(tmp_path: Path) -> None:
@@ -327,7 +332,8 @@ def test_cli_folder_summary_and_geojson(tmp_path: Path, unet_bundle: Path, capsy
     assert [r["scene"] for r in rows] == ["a.tif", "b.tif"]
     assert [(int(r["width"]), int(r["height"])) for r in rows] == [(80, 60), (33, 45)]
     for r, stem in zip(rows, ("a", "b"), strict=True):
-        assert int(r["plants"]) == pyogrio.read_info(out / f"{stem}_plants.gpkg")["features"]
+        plants = pyogrio.read_info(out / f"{stem}_plants.gpkg", layer="plants")["features"]
+        assert int(r["plants"]) == plants
         assert float(r["seconds"]) > 0
         assert float(r["total_ha"]) >= 0
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
@@ -378,11 +384,15 @@ def test_failed_scene_leaves_no_files(tmp_path: Path, unet_bundle: Path, capsys)
                "--device", "cpu"])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert rc == 2
-    assert len(err.splitlines()) == 1 and "broken.tif" in err
+    *progress, error = err.splitlines()  # a line per finished scene, then the error
+    assert progress == [p for p in progress if p.startswith("good.tif: 40x40 px")]
+    assert error.startswith("pvdetect predict: error:") and "broken.tif" in error
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
-        ["good_prob.tif", "good_mask.tif", "good_plants.gpkg", "good_overlay.png", "summary.csv"]
-    )
+        ["good_prob.tif", "good_prob.qml", "good_mask.tif", "good_mask.qml", "good_plants.gpkg",
+         "good_overlay.png", "good_overlay.pgw", "good_overlay.png.aux.xml", "summary.csv",
+         "pvdetect.log"]
+    )  # fmt: skip
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [r["scene"] for r in rows] == ["good.tif"]
 

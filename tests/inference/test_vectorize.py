@@ -16,14 +16,8 @@ from affine import Affine
 from shapely.geometry import box
 
 from pvdetect.data.raster import write_raster
-from pvdetect.inference.vectorize import (
-    Plant,
-    PlantBuilder,
-    equal_area_crs,
-    polygon_prob_stats,
-    vectorize_mask,
-    write_plants,
-)
+from pvdetect.inference.plants import Plant, equal_area_crs, write_plants
+from pvdetect.inference.vectorize import PlantBuilder, polygon_prob_stats, vectorize_mask
 
 UTM = "EPSG:32633"
 # 10 m pixels near the central meridian of UTM 33N (scale factor 0.9996 there)

@@ -260,3 +260,24 @@ def test_cosine_schedule_and_sparse_validation(tmp_path: Path, dataset: Path) ->
     assert load_bundle(run / "bundle").meta.val_metrics["loss"] is not None
     # every epoch still leaves a resumable checkpoint
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 4
+
+
+def test_train_log_and_calibrated_iou(full_run: Path) -> None:
+    """One line per epoch in RUN/train.log, without Lightning's bars, banners or adverts."""
+    log = (full_run / "train.log").read_text()
+    assert "\r" not in log
+    for noise in ("GPU available", "Tip", "TPU available", "| Name", "LOCAL_RANK"):
+        assert noise not in log
+    epochs = [ln for ln in log.splitlines() if " epoch " in ln]
+    assert len(epochs) == 2
+    assert "epoch 0 [1/2]: train_loss " in epochs[0] and "val_iou_calibrated " in epochs[0]
+    assert "epoch 1 [2/2]: " in epochs[1]
+    assert "bundle " in log and "threshold" in log
+    for r in _rows(full_run / "metrics.csv"):
+        assert 0 <= float(r["val_iou_calibrated"]) <= 1 and 0 < float(r["val_threshold"]) < 1
+    # the calibrated IoU of the best epoch is what the bundle (best.ckpt) reports
+    meta = json.loads((full_run / "bundle" / "bundle.json").read_text())
+    assert meta["val_metrics"]["checkpoint"] == "best.ckpt"
+    best = min(_rows(full_run / "metrics.csv"), key=lambda r: float(r["val_loss"]))
+    assert float(best["val_threshold"]) == pytest.approx(meta["threshold"], abs=1e-6)
+    assert float(best["val_iou_calibrated"]) == pytest.approx(meta["val_metrics"]["iou"], rel=1e-5)

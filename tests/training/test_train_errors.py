@@ -24,9 +24,11 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _one_line_error(capsys: pytest.CaptureFixture) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert "Traceback" not in err[0]
+    """The one error line (progress lines may precede it), and no traceback."""
+    text = capsys.readouterr().err
+    assert "Traceback" not in text
+    err = [line for line in text.strip().splitlines() if line.startswith("pvdetect train: error:")]
+    assert len(err) == 1, text
     return err[0]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pvdetect import logs
 from pvdetect.evaluation.baseline_runs import run_baselines
 from pvdetect.evaluation.baselines import DEFAULT_SAMPLE
 from pvdetect.evaluation.report import summary_line
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         class_weight="balanced" if args.balanced else None,
         cache_dir=args.cache_dir,
     )
+    logs.attach_file(Path(args.out) / "pvdetect.log")
     for name, m in res["baselines"].items():
-        print(summary_line(name, m["pixel"], m["threshold"], m["object"]))
-    print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.html'}")
+        logs.echo(summary_line(name, m["pixel"], m["threshold"], m["object"]))
+    logs.echo(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.html'}")
     return 0

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from pvdetect import logs
 from pvdetect.data.validate import CheckReport, check_dataset
 from pvdetect.errors import OutputError
 from pvdetect.io import atomic_output
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
     )
-    print(report.format(problems=False))
+    logs.echo(report.format(problems=False))
     if args.json:
         _write_json(Path(args.json), report)
     if report.ok:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pvdetect import logs
+from pvdetect.commands.predict import LOG_NAME, add_input_arguments, check_input_arguments
 from pvdetect.evaluation.evaluate import EvaluateOptions, evaluate_bundle
 from pvdetect.evaluation.report import summary_line
 
@@ -64,11 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="packed-cache folder (default: DATA/.pvdetect_cache)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_input_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``pvdetect evaluate``."""
+    check_input_arguments(args)
     m = evaluate_bundle(
         args.bundle,
         args.data,
@@ -85,9 +88,13 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             cache_dir=args.cache_dir,
             progress=not args.quiet,
+            bands=args.bands,
+            offset=args.offset,
+            scale=args.scale,
         ),
     )
+    logs.attach_file(Path(args.out) / LOG_NAME)
     px, th, ob = m["pixel"], m["threshold"], m["object"]
-    print(summary_line(f"{args.split}", px, th, ob))
-    print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.html'}")
+    logs.echo(summary_line(f"{args.split}", px, th, ob))
+    logs.echo(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.html'}")
     return 0

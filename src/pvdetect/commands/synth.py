@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pvdetect import logs
 from pvdetect.synth.dataset import generate_dataset
 
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         chip_size=args.chip_size,
         overwrite=args.overwrite,
-        verbose=True,
+        verbose=not args.quiet,
     )
-    print(summary.format())
+    logs.echo(summary.format())
     return 0

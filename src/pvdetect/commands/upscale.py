@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 from pathlib import Path
 
+from pvdetect import logs
 from pvdetect.inference.upscale import FACTORS, STATS_CHOICES, upscale_dataset
 
 
@@ -60,8 +60,5 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     with contextlib.suppress(BrokenPipeError):
-        print(
-            f"wrote {n} chips upscaled x{args.factor} ({args.method}) to {args.out}",
-            file=sys.stdout,
-        )
+        logs.echo(f"wrote {n} chips upscaled x{args.factor} ({args.method}) to {args.out}")
     return 0

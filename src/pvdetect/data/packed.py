@@ -4,9 +4,11 @@ A cache lives in ``cache_dir/<fingerprint>/`` with ``images.npy`` (float32 ``[N,
 reflectance, invalid pixels 0), ``masks.npy`` (uint8 ``[N, H, W]``, 0/1, 255 = ignore),
 ``valid.npy`` (bool ``[N, H, W]``) and ``meta.json`` (records, per-chip geometry, training
 statistics). The fingerprint covers every file's path, size and mtime, the split assignment,
-the band order and the format version, so a changed file gives a new cache and the stale one of
-the same dataset is removed. Caches are built in a temporary folder and renamed into place, so a
-crash never leaves a half-written cache.
+the band order, ``--offset``/``--scale`` when given, and the format version, so a changed file
+gives a new cache and the stale one of the same dataset is removed. Values are stored as
+reflectance x 10000: a chip whose metadata gives a scale or offset (``BOA_ADD_OFFSET``, see
+:mod:`pvdetect.data.radiometry`) is corrected as it is packed. Caches are built in a temporary
+folder and renamed into place, so a crash never leaves a half-written cache.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from numpy.lib.format import open_memmap
 
 from pvdetect.data.chips import IMAGE_BANDS, read_chip, source_bands
 from pvdetect.data.layouts import dataset_root
+from pvdetect.data.radiometry import RadiometryOptions, radiometry_for
 from pvdetect.data.raster import (
     IGNORE_INDEX,
     raster_info,
@@ -174,8 +177,14 @@ def default_cache_dir(records: Sequence[ChipRecord]) -> Path:
     return base / "pvdetect"
 
 
-def fingerprint(records: Sequence[ChipRecord], band_order: Sequence[int] | None = None) -> str:
-    """Hash of every file's path, size and mtime, the splits, the band order and the version."""
+def fingerprint(
+    records: Sequence[ChipRecord],
+    band_order: Sequence[int] | None = None,
+    radiometry: RadiometryOptions | None = None,
+) -> str:
+    """Hash of every file's path, size and mtime, the splits, the band order, the
+    ``--offset``/``--scale`` (only when given, so other fingerprints stay as they were) and the
+    version."""
     items = []
     for r in records:
         row = [r.split, r.site, r.key]
@@ -186,24 +195,32 @@ def fingerprint(records: Sequence[ChipRecord], band_order: Sequence[int] | None 
                 raise DataError(f"{p}: file not found") from None
             row += [str(p.resolve()), st.st_size, st.st_mtime_ns]
         items.append(row)
-    payload = json.dumps(
-        [FORMAT_VERSION, list(band_order) if band_order is not None else None, items]
-    )
+    parts: list = [FORMAT_VERSION, list(band_order) if band_order is not None else None, items]
+    if radiometry is not None and radiometry.given:
+        parts.append(radiometry.to_json())
+    payload = json.dumps(parts)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def _dataset_id(records: Sequence[ChipRecord], band_order: Sequence[int] | None) -> str:
-    """Identity of a dataset across file changes: its folder and band order."""
+def _dataset_id(
+    records: Sequence[ChipRecord],
+    band_order: Sequence[int] | None,
+    radiometry: RadiometryOptions | None = None,
+) -> str:
+    """Identity of a dataset across file changes: its folder, band order and radiometry."""
     paths = [str(p.resolve().parent) for r in records for p in (r.image, r.mask)]
     root = os.path.commonpath(paths) if paths else ""
-    payload = json.dumps([root, list(band_order) if band_order is not None else None])
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    parts: list = [root, list(band_order) if band_order is not None else None]
+    if radiometry is not None and radiometry.given:
+        parts.append(radiometry.to_json())
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 def build_cache(
     records: Sequence[ChipRecord],
     cache_dir: Path | str | None = None,
     band_order: Sequence[int] | None = None,
+    radiometry: RadiometryOptions | None = None,
 ) -> PackedCache:
     """Open the packed cache of ``records``, building it first if missing or stale.
 
@@ -211,7 +228,9 @@ def build_cache(
         records: Chips, e.g. from :func:`pvdetect.data.layouts.find_chips`.
         cache_dir: Parent folder of caches (default :func:`default_cache_dir`).
         band_order: 0-based source bands to pack as Red, Green, Blue, NIR (default: the file's
-            bands as they are, which must then be exactly 4).
+            bands as they are, which must then be exactly 4);
+            :func:`pvdetect.data.bands.resolve_band_order` finds it from band names.
+        radiometry: ``--offset``/``--scale`` for every chip (default: each chip's metadata).
 
     Returns:
         The opened cache.
@@ -225,7 +244,7 @@ def build_cache(
     if not records:
         raise DataError("packed cache: no chips given")
     order = _check_band_order(band_order)
-    fp = fingerprint(records, order)
+    fp = fingerprint(records, order, radiometry)
     base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(records)
     final = base / fp
     if final.is_dir():
@@ -242,9 +261,9 @@ def build_cache(
         raise OutputError(
             f"{base}: cannot create the packed cache ({exc.strerror or exc})"
         ) from None
-    ds_id = _dataset_id(records, order)
+    ds_id = _dataset_id(records, order, radiometry)
     try:
-        _write_cache(tmp, records, order, fp, ds_id)
+        _write_cache(tmp, records, order, fp, ds_id, radiometry)
         try:
             os.rename(tmp, final)
         except OSError:
@@ -272,8 +291,56 @@ def _check_band_order(band_order: Sequence[int] | None) -> list[int] | None:
     return order
 
 
+def _pack_chip(
+    rec: ChipRecord,
+    order: list[int] | None,
+    radiometry: RadiometryOptions | None,
+    i: int,
+    images: np.ndarray,
+    masks: np.ndarray,
+    valid: np.ndarray,
+) -> tuple[dict, float, str]:
+    """Read, judge and correct chip ``i`` and write it into the arrays.
+
+    Returns:
+        Its geometry for ``meta.json``, its PV share of labelled pixels, and how its values
+        were rescaled (empty when they were not).
+    """
+    chip = read_chip(rec, order)
+    chip.raise_problems()
+    for warning in chip.warnings:
+        log.warning("%s", warning)
+    info, ok = chip.image_info, chip.valid  # valid judged on the stored values
+    assert info is not None and ok is not None and chip.image is not None
+    assert chip.mask_info is not None
+    rad = radiometry_for(info, source_bands(info, order) or [], radiometry)
+    if not rad.identity:
+        rad.apply(chip.image)
+    ih, iw = info.height, info.width
+    images[i, :, :ih, :iw] = np.where(ok[None], chip.image, np.float32(0.0))
+    target = chip.target()
+    masks[i, :ih, :iw] = target
+    valid[i, :ih, :iw] = ok
+    n_lab = int((target != IGNORE_INDEX).sum())
+    geometry = {
+        "height": ih,
+        "width": iw,
+        "crs": info.crs.to_wkt() if info.crs is not None else None,
+        "transform": list(info.transform)[:6],
+        "nodata": info.nodata_value,
+        "mask_nodata": chip.mask_info.nodata_value,
+    }
+    pv = float((target == 1).sum()) / n_lab if n_lab else 0.0
+    return geometry, pv, "" if rad.identity else rad.describe()
+
+
 def _write_cache(
-    tmp: Path, records: list[ChipRecord], order: list[int] | None, fp: str, ds_id: str
+    tmp: Path,
+    records: list[ChipRecord],
+    order: list[int] | None,
+    fp: str,
+    ds_id: str,
+    radiometry: RadiometryOptions | None = None,
 ) -> None:
     infos = [raster_info(r.image) for r in records]
     for info, rec in zip(infos, records, strict=True):
@@ -288,33 +355,16 @@ def _write_cache(
     masks[:] = IGNORE_INDEX  # padding is ignore; images and valid start as 0 / False
     chips: list[dict] = []
     pv = np.zeros(n, np.float64)
+    corrected: dict[str, int] = {}  # chips whose values were rescaled, by source
     for i, rec in enumerate(records):
-        chip = read_chip(rec, order)
-        chip.raise_problems()
-        for warning in chip.warnings:
-            log.warning("%s", warning)
-        info, ok = chip.image_info, chip.valid
-        assert info is not None and ok is not None and chip.image is not None
-        assert chip.mask_info is not None
-        ih, iw = info.height, info.width
-        images[i, :, :ih, :iw] = np.where(ok[None], chip.image, np.float32(0.0))
-        target = chip.target()
-        masks[i, :ih, :iw] = target
-        valid[i, :ih, :iw] = ok
-        n_lab = int((target != IGNORE_INDEX).sum())
-        pv[i] = float((target == 1).sum()) / n_lab if n_lab else 0.0
-        chips.append(
-            {
-                "height": ih,
-                "width": iw,
-                "crs": info.crs.to_wkt() if info.crs is not None else None,
-                "transform": list(info.transform)[:6],
-                "nodata": info.nodata_value,
-                "mask_nodata": chip.mask_info.nodata_value,
-            }
-        )
+        geometry, pv[i], how = _pack_chip(rec, order, radiometry, i, images, masks, valid)
+        chips.append(geometry)
+        if how:
+            corrected[how] = corrected.get(how, 0) + 1
     for arr in (images, masks, valid):
         arr.flush()
+    for how, count in corrected.items():
+        log.info("packed cache: values of %d of %d chips read as %s", count, n, how)
     train = [i for i, r in enumerate(records) if r.split == "train"]
     if not train:
         log.warning("packed cache: no training chips; band statistics use all chips")
@@ -372,17 +422,39 @@ def load_split(
     *,
     band_order: Sequence[int] | None = None,
     cache_dir: Path | None = None,
+    bands: str | Sequence[str | int] | None = None,
+    wanted: Sequence[str] | None = None,
+    radiometry: RadiometryOptions | None = None,
 ) -> tuple[PackedCache, np.ndarray]:
     """Find the chips of a dataset, pack them, and return the cache with a split's indices.
+
+    Args:
+        data_root: the dataset.
+        split: ``train``, ``val`` or ``test``.
+        band_order: 0-based bands to pack when neither ``bands`` nor the first chip's band
+            names choose them.
+        cache_dir: parent folder of caches.
+        bands: ``--bands`` (names or 1-based indices) for ``wanted``.
+        wanted: band names in the model's order; with it, the first chip's bands are chosen by
+            :func:`pvdetect.data.bands.resolve_bands`.
+        radiometry: ``--offset``/``--scale``.
 
     Raises:
         DataError: the dataset cannot be read or the split has no chips.
     """
+    from pvdetect.data.bands import resolve_bands
     from pvdetect.data.layouts import find_chips
 
     root = Path(data_root)
     records = find_chips(root)
-    cache = build_cache(records, cache_dir=cache_dir, band_order=band_order)
+    if wanted is not None and records:
+        first = raster_info(records[0].image)
+        sel = resolve_bands(first, wanted, bands)
+        if sel.source != "file order":
+            identity = sel.indices == list(range(1, first.count + 1))
+            band_order = None if identity else [i - 1 for i in sel.indices]
+            log.info("chips: bands %s (%s)", ", ".join(sel.labels), sel.source)
+    cache = build_cache(records, cache_dir=cache_dir, band_order=band_order, radiometry=radiometry)
     idx = np.asarray(cache.indices(split), dtype=np.int64)
     if idx.size == 0:
         have = sorted({r.split for r in records})

@@ -10,8 +10,9 @@ import contextlib
 import os
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -22,6 +23,9 @@ from rasterio.windows import Window
 
 from pvdetect.errors import DataError
 from pvdetect.io import atomic_output, first_line
+
+if TYPE_CHECKING:
+    import pyproj
 
 DEFAULT_NODATA = -9999.0
 BAND_NAMES = ("Red", "Green", "Blue", "NIR")
@@ -42,6 +46,14 @@ class RasterInfo:
     transform: Affine
     nodata: float | None
     descriptions: tuple[str | None, ...]
+    #: per band: GDAL scale and offset (physical value = stored value * scale + offset)
+    scales: tuple[float, ...] = field(default=(), compare=False)
+    offsets: tuple[float, ...] = field(default=(), compare=False)
+    #: dataset metadata (default domain, including a ``.aux.xml``) and each band's metadata
+    tags: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    band_tags: tuple[dict[str, str], ...] = field(default=(), compare=False, hash=False)
+    #: per band: GDAL colour interpretation ("red", "nir", "gray", "undefined" ...)
+    colorinterp: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def georeferenced(self) -> bool:
@@ -96,6 +108,11 @@ def _info(path: Path, ds: rasterio.DatasetReader) -> RasterInfo:
         transform=ds.transform,
         nodata=ds.nodata,
         descriptions=tuple(ds.descriptions),
+        scales=tuple(float(v) for v in ds.scales),
+        offsets=tuple(float(v) for v in ds.offsets),
+        tags=dict(ds.tags()),
+        band_tags=tuple(dict(ds.tags(i)) for i in range(1, ds.count + 1)),
+        colorinterp=tuple(c.name for c in ds.colorinterp),
     )
 
 
@@ -209,3 +226,13 @@ def write_raster(
                     for i, d in enumerate(descriptions[: arr.shape[0]], start=1):
                         dst.set_band_description(i, d)
     return final
+
+
+def pyproj_crs(crs: object) -> pyproj.CRS:
+    """A pyproj CRS from a rasterio CRS, a pyproj CRS, or anything pyproj accepts."""
+    import pyproj
+
+    if isinstance(crs, pyproj.CRS):
+        return crs
+    to_wkt = getattr(crs, "to_wkt", None)
+    return pyproj.CRS.from_wkt(to_wkt()) if callable(to_wkt) else pyproj.CRS.from_user_input(crs)

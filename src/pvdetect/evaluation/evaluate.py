@@ -40,6 +40,11 @@ class EvaluateOptions:
         seed: seed of the baselines.
         cache_dir: packed-cache folder (default: beside the data).
         progress: print progress to stderr.
+        bands: chip bands in the bundle's order, names or 1-based indices (``--bands``);
+            None: by the first chip's band names, else the bundle's order of R, G, B, NIR.
+        offset: ``--offset`` (one value or one per band); with it or ``scale`` the chips'
+            own scale/offset metadata is ignored (:mod:`pvdetect.data.radiometry`).
+        scale: ``--scale``.
     """
 
     batch_size: int = 40
@@ -52,6 +57,9 @@ class EvaluateOptions:
     seed: int = 0
     cache_dir: Path | None = None
     progress: bool = False
+    bands: str | Sequence[str | int] | None = None
+    offset: str | float | Sequence[float] | None = None
+    scale: str | float | Sequence[float] | None = None
 
     def check(self) -> None:
         """Refuse options out of range before anything is read."""
@@ -107,17 +115,25 @@ def evaluate_bundle(
         The metrics dict (also written as ``metrics.json``).
     """
     from pvdetect.data.packed import load_split
+    from pvdetect.data.radiometry import RadiometryOptions
     from pvdetect.device import resolve_device
     from pvdetect.model.bundle import load_bundle
 
     opt = options or EvaluateOptions()
     opt.check()
+    radiometry = RadiometryOptions.parse(opt.offset, opt.scale)
     out = check_out_dir(out_dir) if out_dir is not None else None
     dev = resolve_device(opt.device)
     bundle = load_bundle(Path(bundle_path), device=dev)
     meta = bundle.meta
     cache, idx = load_split(
-        data_root, split, band_order=bundle_band_order(meta.band_order), cache_dir=opt.cache_dir
+        data_root,
+        split,
+        band_order=bundle_band_order(meta.band_order),
+        cache_dir=opt.cache_dir,
+        bands=opt.bands,
+        wanted=list(meta.band_order),
+        radiometry=radiometry,
     )
     if cache.images.shape[1] != meta.in_channels:
         raise BundleError(

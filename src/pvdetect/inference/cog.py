@@ -3,9 +3,14 @@
 GDAL's COG driver can only copy a finished raster, and when it has to make the overviews
 itself it reads the whole raster back, resamples it into a temporary file and copies that too:
 half of the copy's time. :class:`Pyramid` instead reduces each block of rows to every overview
-level as the prediction writes them (2 x 2 average or nearest pixel, cascaded level by level,
-nodata-aware), into small temporary GeoTIFFs. :func:`write_cog` then hands the full raster and
-its levels to the COG driver through a VRT, which it copies as they are.
+level as the prediction writes them (2 x 2 average, maximum or nearest pixel, cascaded level by
+level, nodata-aware), into small temporary GeoTIFFs. :func:`write_cog` then hands the full
+raster and its levels to the COG driver through a VRT, which it copies as they are, with a
+colour table when given (the mask's palette).
+
+Masks use the maximum of the valid pixels of each 2 x 2 block: a pixel of an overview is PV
+when any pixel under it is, so even a one-pixel plant stays visible in the coarsest overview
+(every second pixel, "nearest", would drop three plants out of four at each level).
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from pvdetect.errors import OutputError
 
 #: overview levels stop once the raster fits this block size (as the COG driver does)
 BLOCK = 256
+#: how :class:`Pyramid` halves a level
+RESAMPLINGS = ("average", "max", "nearest")
+#: a colour table: pixel value -> (red, green, blue, alpha)
+ColorMap = dict[int, tuple[int, int, int, int]]
 
 
 def overview_sizes(width: int, height: int, block: int = BLOCK) -> list[tuple[int, int]]:
@@ -49,6 +58,19 @@ def _halve_average(rows: np.ndarray, nodata: float) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / count
     return np.where(count > 0, mean, nodata).astype(rows.dtype)
+
+
+def _halve_max(rows: np.ndarray, nodata: float) -> np.ndarray:
+    """2 x 2 maximum of the valid pixels of an even number of rows (nodata where none is)."""
+    h, w = rows.shape
+    if w % 2:
+        rows = np.concatenate([rows, np.full((h, 1), nodata, rows.dtype)], axis=1)
+    valid = rows != nodata
+    low = np.iinfo(rows.dtype).min if rows.dtype.kind in "iu" else -np.inf
+    blocks = np.where(valid, rows, low).reshape(h // 2, 2, -1, 2)
+    peak = blocks.max(axis=(1, 3))
+    count = valid.reshape(h // 2, 2, -1, 2).any(axis=(1, 3))
+    return np.where(count, peak, nodata).astype(rows.dtype)
 
 
 def _halve_nearest(rows: np.ndarray) -> np.ndarray:
@@ -88,6 +110,8 @@ class _Level:
             return None
         if self.resampling == "average":
             out = _halve_average(rows, self.nodata)
+        elif self.resampling == "max":
+            out = _halve_max(rows, self.nodata)
         else:
             out = _halve_nearest(rows)
         try:
@@ -107,13 +131,15 @@ class Pyramid:
     Args:
         work: folder for the levels' temporary files.
         name: stem of those files.
-        profile: GeoTIFF profile of the full-resolution raster (needs ``nodata`` for average).
-        resampling: "average" (probabilities: mean of the valid pixels) or "nearest" (masks).
+        profile: GeoTIFF profile of the full-resolution raster (needs ``nodata`` for average
+            and max).
+        resampling: "average" (probabilities: mean of the valid pixels), "max" (masks: the
+            maximum of the valid pixels) or "nearest" (the pixel at (2i + 1, 2j + 1)).
     """
 
     def __init__(self, work: Path, name: str, profile: dict, resampling: str) -> None:
-        if resampling not in ("average", "nearest"):
-            raise ValueError(f"resampling {resampling!r}: must be 'average' or 'nearest'")
+        if resampling not in RESAMPLINGS:
+            raise ValueError(f"resampling {resampling!r}: must be one of {', '.join(RESAMPLINGS)}")
         self.width, self.height = int(profile["width"]), int(profile["height"])
         self.next_row = 0
         transform: Affine = profile["transform"]
@@ -153,7 +179,9 @@ class Pyramid:
         return [level.path for level in self.levels]
 
 
-def _vrt(full: Path, levels: list[Path], description: str | None) -> str:
+def _vrt(
+    full: Path, levels: list[Path], description: str | None, colormap: ColorMap | None = None
+) -> str:
     """VRT of a single-band GeoTIFF that names ``levels`` as its overviews."""
     with rasterio.open(full) as ds:
         width, height, crs, transform = ds.width, ds.height, ds.crs, ds.transform
@@ -177,6 +205,12 @@ def _vrt(full: Path, levels: list[Path], description: str | None) -> str:
         parts.append(f"<Description>{html.escape(description)}</Description>")
     if nodata is not None:
         parts.append(f"<NoDataValue>{nodata!r}</NoDataValue>")
+    if colormap:
+        parts.append("<ColorInterp>Palette</ColorInterp><ColorTable>")
+        for i in range(max(colormap) + 1):
+            c = colormap.get(i, (0, 0, 0, 0))
+            parts.append(f'<Entry c1="{c[0]}" c2="{c[1]}" c3="{c[2]}" c4="{c[3]}"/>')
+        parts.append("</ColorTable>")
     parts.append(source(full, "SimpleSource"))
     parts += [source(p, "Overview") for p in levels]
     parts.append("</VRTRasterBand></VRTDataset>")
@@ -190,11 +224,13 @@ def write_cog(
     pyramid: Pyramid | None = None,
     resampling: str = "average",
     description: str | None = None,
+    colormap: ColorMap | None = None,
 ) -> None:
     """Copy a tiled GeoTIFF to a cloud-optimised GeoTIFF (DEFLATE, 256 px blocks, overviews).
 
-    With ``pyramid`` (closed, every row added) its levels become the overviews as they are;
-    without, the COG driver computes them with ``resampling``.
+    With ``pyramid`` (closed, every row added) its levels become the overviews as they are,
+    and ``colormap`` the colour table of a single-byte raster (palette colour
+    interpretation); without, the COG driver computes them with ``resampling``.
     """
     with rasterio.open(full) as ds:
         dtype = ds.dtypes[0]
@@ -210,7 +246,7 @@ def write_cog(
         rasterio.shutil.copy(str(full), str(dst), driver="COG", **opts)
         return
     vrt = full.with_suffix(".vrt")
-    vrt.write_text(_vrt(full, pyramid.paths, description))
+    vrt.write_text(_vrt(full, pyramid.paths, description, colormap))
     opts["overviews"] = "FORCE_USE_EXISTING" if pyramid.paths else "NONE"
     try:
         rasterio.shutil.copy(str(vrt), str(dst), driver="COG", **opts)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from pvdetect.inference.vectorize import DEFAULT_MAX_HOLE_M2, DEFAULT_MIN_AREA_M2
 
@@ -29,6 +30,14 @@ class PredictOptions:
         overlay_max_side: long side of the overlay in pixels (at most).
         progress: called after each tile row with (tiles done, tiles in all); an exception it
             raises stops the prediction (nothing of the scene is left behind).
+        bands: file bands in the bundle's order, names or 1-based indices (``"B04,B03,B02,B08"``,
+            ``"3,2,1,7"``); None: by the file's band names, else in file order.
+        offset: ``--offset``: added to the stored values (one value, or one per band); with it
+            or ``scale`` the file's own scale/offset metadata is ignored.
+        scale: ``--scale``: multiplies the stored values first (GDAL's convention; a scale of
+            at most 1e-3 means reflectance in 0..1, see :mod:`pvdetect.data.radiometry`).
+        strict: refuse a scene whose values look unlike the training data (else: a warning).
+        aoi: vector file of polygons; pixels outside are nodata, plants clipped to it.
     """
 
     tile: int | None = None
@@ -44,3 +53,8 @@ class PredictOptions:
     overlay: bool = True
     overlay_max_side: int = 2048
     progress: Callable[[int, int], None] | None = None
+    bands: str | Sequence[str | int] | None = None
+    offset: str | float | Sequence[float] | None = None
+    scale: str | float | Sequence[float] | None = None
+    strict: bool = False
+    aoi: Path | None = None

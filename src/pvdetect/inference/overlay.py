@@ -1,7 +1,11 @@
 """Overlay pictures of predicted scenes: a stretched RGB quick-look with plant outlines.
 
 The quick-look pixels are sampled from the strips the prediction reads anyway
-(:class:`QuickLook`), so the overlay never reads the scene a second time. The PNG is encoded
+(:class:`QuickLook`), so the overlay never reads the scene a second time. The picture gets a
+legend, a scale bar and corner coordinates (:mod:`pvdetect.inference.decorations`), and is
+georeferenced by a world file (``<stem>_overlay.pgw``) and a ``<stem>_overlay.png.aux.xml``
+holding its CRS, both of which GDAL and QGIS read beside a PNG: the picture stays one small
+PNG for a browser and opens in place in a GIS, on the scene's extent. The PNG is encoded
 here with one fixed row filter and fast zlib compression: PIL's encoder tries every filter on
 every row, which took longer than the rest of the overlay together (0.12 s against 0.06 s for
 a 1024 x 1024 picture, files within 2 % of each other in size).
@@ -9,6 +13,7 @@ a 1024 x 1024 picture, files within 2 % of each other in size).
 
 from __future__ import annotations
 
+import html
 import struct
 import zlib
 from collections.abc import Sequence
@@ -21,12 +26,13 @@ from rasterio.enums import Resampling
 
 from pvdetect.data.raster import RasterInfo, open_raster, valid_pixels
 from pvdetect.errors import DataError
+from pvdetect.inference.colours import AOI_RGB, OUTLINE_RGB
 
 if TYPE_CHECKING:
-    from pvdetect.inference.vectorize import Plant
+    import shapely
 
-#: outline colour of the plants (magenta)
-OUTLINE_RGB = (255, 0, 255)
+    from pvdetect.inference.plants import Plant
+
 #: zlib level of the PNG (1: fastest; higher levels shrink these pictures by ~2 % at 1.5x time)
 PNG_LEVEL = 1
 #: percentiles of the stretch are taken from at most this many evenly spaced valid pixels
@@ -138,17 +144,63 @@ def png_bytes(rgb: np.ndarray, level: int = PNG_LEVEL) -> bytes:
     )
 
 
+def write_georeference(png: Path, transform: Affine, crs: object, world: Path, aux: Path) -> None:
+    """World file (``world``) and PAM ``.aux.xml`` (``aux``) with the CRS of a picture ``png``.
+
+    The world file holds the pixel size and rotation terms and the centre of the upper-left
+    pixel; the ``.aux.xml`` the CRS as WKT (GDAL reads both beside ``png``).
+    """
+    t = transform
+    centre = t @ (0.5, 0.5)
+    world.write_text(
+        "\n".join(repr(float(v)) for v in (t.a, t.d, t.b, t.e, centre[0], centre[1])) + "\n"
+    )
+    wkt = crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs)
+    aux.write_text(
+        "<PAMDataset>\n"
+        f'  <SRS dataAxisToSRSAxisMapping="{_axis_mapping(crs)}">{html.escape(wkt)}</SRS>\n'
+        "</PAMDataset>\n"
+    )
+
+
+def _axis_mapping(crs: object) -> str:
+    """GDAL's data-axis-to-CRS-axis mapping for x = easting/longitude first."""
+    from pvdetect.data.raster import pyproj_crs
+
+    axes = pyproj_crs(crs).axis_info
+    if len(axes) >= 2 and axes[0].direction.lower() in ("north", "south"):
+        return "2,1"
+    return "1,2"
+
+
 def write_overlay(
     path: Path,
     plan: ScenePlanLike,
     plants: Sequence[Plant],
     max_side: int = 2048,
     quicklook: QuickLook | None = None,
-) -> None:
+    *,
+    aoi: shapely.Geometry | None = None,
+    georef: tuple[Path, Path] | None = None,
+    decorate: bool = True,
+) -> Affine:
     """RGB quick-look of the scene (2-98 % stretch) with plant outlines, as a PNG.
 
     The pixels come from ``quicklook`` (collected while predicting) or else from a
     decimated read of the scene.
+
+    Args:
+        path: the PNG.
+        plan: the scene's plan.
+        plants: outlined in :data:`OUTLINE_RGB`.
+        max_side: longest side of the picture (without a quick-look).
+        quicklook: the pixels sampled while predicting.
+        aoi: an area of interest (scene CRS), outlined.
+        georef: paths of the world file and the ``.aux.xml`` to write.
+        decorate: draw legend, scale bar and corner coordinates.
+
+    Returns:
+        The picture's geotransform.
     """
     import rasterio.features
 
@@ -172,17 +224,26 @@ def write_overlay(
                 raise DataError(f"{plan.info.path}: {msg}") from None
         valid = valid_pixels(rgb, plan.nodata)
     img = np.stack([stretch(b, valid) for b in rgb], axis=-1)
-    if plants:
-        t = plan.info.transform @ Affine.scale(w / ow, h / oh)
+    t = plan.info.transform @ Affine.scale(w / ow, h / oh)
+    outlines = [(p.geometry.boundary, 1) for p in plants]
+    if aoi is not None and not aoi.is_empty:
+        outlines.append((aoi.boundary, 2))
+    if outlines:
         edge = rasterio.features.rasterize(
-            ((p.geometry.boundary, 1) for p in plants),
-            out_shape=(oh, ow),
-            transform=t,
-            all_touched=True,
-            dtype="uint8",
-        ).astype(bool)
-        img[edge] = OUTLINE_RGB
+            outlines, out_shape=(oh, ow), transform=t, all_touched=True, dtype="uint8"
+        )
+        img[edge == 2] = AOI_RGB
+        img[edge == 1] = OUTLINE_RGB
+    if decorate:
+        from pvdetect.inference.decorations import decorate as draw
+
+        draw(
+            img, t, plan.info.crs, plants=len(plants), outline_rgb=OUTLINE_RGB, aoi=aoi is not None
+        )
     Path(path).write_bytes(png_bytes(img))
+    if georef is not None:
+        write_georeference(Path(path), t, plan.info.crs, *georef)
+    return t
 
 
-__all__ = ["QuickLook", "png_bytes", "stretch", "write_overlay"]
+__all__ = ["QuickLook", "png_bytes", "stretch", "write_georeference", "write_overlay"]

@@ -2,14 +2,24 @@
 
 For each scene ``<stem>.tif`` the output folder receives
 
-- ``<stem>_prob.tif``: PV probability (float32, nodata -9999), cloud-optimised GeoTIFF;
-- ``<stem>_mask.tif``: binary mask at the bundle's threshold (uint8, 1 = PV, nodata 255), COG;
+- ``<stem>_prob.tif``: PV probability (float32, nodata -9999), cloud-optimised GeoTIFF, with
+  its QGIS style ``<stem>_prob.qml``;
+- ``<stem>_mask.tif``: binary mask at the bundle's threshold (uint8, 1 = PV, nodata 255), COG
+  with a colour table and overviews that keep every plant, and ``<stem>_mask.qml``;
 - ``<stem>_plants.gpkg``: one polygon per plant (``id``, ``area_m2``, ``area_ha``,
-  ``mean_prob``, ``max_prob``) in the scene's CRS, and ``<stem>_plants.geojson`` (EPSG:4326)
-  with ``--geojson``;
-- ``<stem>_overlay.png``: the RGB scene (2-98 % stretch) with plant outlines, at most ~2048 px;
+  ``mean_prob``, ``max_prob``, ``lon``, ``lat``, ``scene``, ``date``, ``threshold``, ``model``)
+  in the scene's CRS with its QGIS style in ``layer_styles``, and ``<stem>_plants.geojson``
+  (EPSG:4326, style ``<stem>_plants.qml``) with ``--geojson``;
+- ``<stem>_overlay.png``: the RGB scene (2-98 % stretch) with plant outlines, legend, scale bar
+  and corner coordinates, at most ~2048 px, georeferenced by ``<stem>_overlay.pgw`` and
+  ``<stem>_overlay.png.aux.xml``;
 
-plus ``summary.csv`` over all scenes.
+plus ``summary.csv`` over all scenes ever predicted into the folder
+(:mod:`pvdetect.inference.summary`) and, from the command line, ``pvdetect.log``.
+
+Before a scene is predicted its values are compared with the training data
+(:mod:`pvdetect.inference.input_check`): a warning, or with ``strict`` an error before
+anything is written.
 
 Tiles are predicted by :mod:`pvdetect.inference.tiling` (bounded memory, background reads and
 writes). The finished rows feed, as they are written, the plant polygons
@@ -25,27 +35,30 @@ written to a temporary name and renamed only when the whole scene succeeded.
 from __future__ import annotations
 
 import contextlib
-import csv
-import functools
+import logging
 import os
-import shutil
-import tempfile
 import time
-import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import rasterio
 
+from pvdetect import logs
+from pvdetect.data.acquisition import acquisition_date
 from pvdetect.data.raster import geotiff_profile
-from pvdetect.errors import ConfigError, DataError, OutputError
+from pvdetect.errors import ConfigError, DataError
+from pvdetect.inference.aoi import Aoi, clip_plants, read_aoi
 from pvdetect.inference.cog import Pyramid, write_cog
+from pvdetect.inference.colours import OUTLINE_RGB
+from pvdetect.inference.input_check import InputCheck, checked_scene, describe_plan
 from pvdetect.inference.options import PredictOptions
 from pvdetect.inference.overlay import QuickLook, write_overlay
+from pvdetect.inference.plants import Plant, write_plants
+from pvdetect.inference.styles import mask_qml, plants_qml, probability_qml
+from pvdetect.inference.summary import SUMMARY_FIELDS, SceneResult, scene_line, update_summary
 from pvdetect.inference.tiling import (
     MASK_NODATA,
     PROB_NODATA,
@@ -55,7 +68,8 @@ from pvdetect.inference.tiling import (
     plan_scene,
     run_tiles,
 )
-from pvdetect.inference.vectorize import Plant, PlantBuilder, write_plants
+from pvdetect.inference.vectorize import PlantBuilder
+from pvdetect.inference.workfiles import has_zstd, open_write, prepare_out_dir, work_dir
 from pvdetect.io import atomic_output, disk_full_guard
 from pvdetect.staging import remove_stale_in
 
@@ -66,8 +80,10 @@ __all__ = [
     "MASK_NODATA",
     "PROB_NODATA",
     "PredictOptions",
+    "SUMMARY_FIELDS",
     "SceneResult",
     "expand_inputs",
+    "model_name",
     "output_paths",
     "predict_scene",
     "predict_scenes",
@@ -77,27 +93,10 @@ __all__ = [
 SKIP_SUFFIXES = ("_mask", "_prob")
 #: GDAL block cache while predicting: a floor, plus a few tile rows of input and output blocks
 GDAL_CACHE_MIN_BYTES = 32 * 1024 * 1024
-SUMMARY_FIELDS = ("scene", "plants", "total_ha", "seconds", "width", "height")
+#: colour table of the mask: background and nodata transparent, PV in the outline colour
+MASK_COLORS = {0: (0, 0, 0, 0), 1: (*OUTLINE_RGB, 255), MASK_NODATA: (0, 0, 0, 0)}
 
-
-@dataclass
-class SceneResult:
-    """What :func:`predict_scene` wrote for one scene."""
-
-    scene: Path
-    width: int
-    height: int
-    plants: int
-    total_ha: float
-    seconds: float
-    tiles: int
-    prob_path: Path
-    mask_path: Path
-    plants_path: Path
-    geojson_path: Path | None = None
-    overlay_path: Path | None = None
-    outputs: list[Path] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- planning
@@ -124,25 +123,19 @@ def output_paths(out_dir: Path, stem: str, options: PredictOptions) -> dict[str,
     """The files :func:`predict_scene` writes for a scene stem."""
     paths = {
         "prob": out_dir / f"{stem}_prob.tif",
+        "prob_style": out_dir / f"{stem}_prob.qml",
         "mask": out_dir / f"{stem}_mask.tif",
+        "mask_style": out_dir / f"{stem}_mask.qml",
         "plants": out_dir / f"{stem}_plants.gpkg",
     }
     if options.geojson:
         paths["geojson"] = out_dir / f"{stem}_plants.geojson"
+        paths["geojson_style"] = out_dir / f"{stem}_plants.qml"
     if options.overlay:
         paths["overlay"] = out_dir / f"{stem}_overlay.png"
+        paths["overlay_world"] = out_dir / f"{stem}_overlay.pgw"
+        paths["overlay_aux"] = out_dir / f"{stem}_overlay.png.aux.xml"
     return paths
-
-
-def _prepare_out_dir(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"{out_dir}: exists and is not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{out_dir}: cannot create output folder ({exc.strerror})") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise OutputError(f"{out_dir}: output folder is not writable")
 
 
 # --------------------------------------------------------------------------- public API
@@ -156,7 +149,7 @@ def _work_profiles(plan: ScenePlan) -> tuple[dict, dict]:
         count=1,
         crs=plan.info.crs,
         transform=plan.out_transform,
-        compress="zstd" if _has_zstd() else None,
+        compress="zstd" if has_zstd() else None,
     )
     prob_prof = geotiff_profile(dtype="float32", nodata=PROB_NODATA, **common)
     mask_prof = geotiff_profile(dtype="uint8", nodata=MASK_NODATA, **common)
@@ -191,6 +184,7 @@ class _SceneRun:
     threshold: float
     work: Path
     final: dict[str, Path]  # temporary paths of the final outputs (renamed on success)
+    attrs: dict[str, object] = field(default_factory=dict)  # per-plant scene attributes
     builder: PlantBuilder = field(init=False)
     quicklook: QuickLook | None = field(init=False)
 
@@ -215,15 +209,29 @@ class _SceneRun:
         """Band descriptions of the probability and mask rasters."""
         return "PV probability", f"PV mask (prob >= {self.threshold:g})"
 
+    def _progress(self, bar: Any) -> Callable[[int], None]:
+        """After each tile row: the terminal bar, and the caller's ``options.progress`` hook
+        with (tiles done, tiles in all)."""
+        hook = self.options.progress
+        done = [0]
+
+        def update(n: int) -> None:
+            bar.update(n)
+            done[0] += n
+            if hook is not None:
+                hook(done[0], self.plan.n_active)
+
+        return update
+
     def tiles(self) -> tuple[Pyramid, Pyramid]:
         """Predict every tile into the temporary rasters; returns their overview levels."""
         prob_prof, mask_prof = _work_profiles(self.plan)
         prob_desc, mask_desc = self.descriptions
         with (
-            _open_write(self.work / "prob.tif", prob_prof) as prob_dst,
-            _open_write(self.work / "mask.tif", mask_prof) as mask_dst,
+            open_write(self.work / "prob.tif", prob_prof) as prob_dst,
+            open_write(self.work / "mask.tif", mask_prof) as mask_dst,
             Pyramid(self.work, "prob", prob_prof, "average") as prob_levels,
-            Pyramid(self.work, "mask", mask_prof, "nearest") as mask_levels,
+            Pyramid(self.work, "mask", mask_prof, "max") as mask_levels,
         ):
             prob_dst.set_band_description(1, prob_desc)
             mask_dst.set_band_description(1, mask_desc)
@@ -232,6 +240,7 @@ class _SceneRun:
                 lambda row0, prob, mask: mask_levels.add_rows(row0, mask),
                 lambda row0, prob, mask: self.builder.add_rows(row0, mask, prob, PROB_NODATA),
             ]
+            bar = logs.progress(total=self.plan.n_active, desc=self.plan.path.name, unit="tile")
             run_tiles(
                 self.bundle,
                 self.plan,
@@ -242,8 +251,9 @@ class _SceneRun:
                 self.options.tta,
                 self.quicklook,
                 sinks,
-                progress=self.options.progress,
+                progress=self._progress(bar),
             )
+            bar.close()
         return prob_levels, mask_levels
 
     def cogs(self, levels: tuple[Pyramid, Pyramid]) -> float:
@@ -255,17 +265,34 @@ class _SceneRun:
                 self.work / "prob.tif", self.final["prob"], pyramid=levels[0], description=prob_desc
             )
             write_cog(
-                self.work / "mask.tif", self.final["mask"], pyramid=levels[1], description=mask_desc
+                self.work / "mask.tif",
+                self.final["mask"],
+                pyramid=levels[1],
+                description=mask_desc,
+                colormap=MASK_COLORS,
             )
         return time.perf_counter() - t0
 
     def vectors_and_overlay(self) -> list[Plant]:
-        """Merge the plants cut by tile rows, write the vector files and the overlay."""
+        """Merge the plants cut by tile rows, write the vector files, styles and the overlay."""
         crs = self.plan.info.crs
         plants = self.builder.finish(self.work / "prob.tif")
-        write_plants(self.final["plants"], plants, crs, driver="GPKG")
+        if self.plan.aoi is not None:
+            plants = clip_plants(
+                plants, self.plan.aoi, self.builder.areas, self.options.min_area_m2
+            )
+        style = plants_qml()
+        write_plants(
+            self.final["plants"], plants, crs, driver="GPKG", attrs=self.attrs, style_qml=style
+        )
         if "geojson" in self.final:
-            write_plants(self.final["geojson"], plants, crs, driver="GeoJSON", to_wgs84=True)
+            write_plants(
+                self.final["geojson"], plants, crs, driver="GeoJSON", to_wgs84=True,
+                attrs=self.attrs,
+            )  # fmt: skip
+            self.final["geojson_style"].write_text(style, encoding="utf-8")
+        self.final["prob_style"].write_text(probability_qml(), encoding="utf-8")
+        self.final["mask_style"].write_text(mask_qml(self.threshold), encoding="utf-8")
         if "overlay" in self.final:
             write_overlay(
                 self.final["overlay"],
@@ -273,21 +300,20 @@ class _SceneRun:
                 plants,
                 self.options.overlay_max_side,
                 self.quicklook,
+                aoi=self.plan.aoi,
+                georef=(self.final["overlay_world"], self.final["overlay_aux"]),
             )
         return plants
 
 
-@contextlib.contextmanager
-def _work_dir(out: Path, stem: str) -> Iterator[Path]:
-    """A temporary folder for one scene's intermediate rasters, removed in any case."""
-    try:
-        work = Path(tempfile.mkdtemp(prefix=f".{stem}.work-{os.getpid()}-", dir=out))
-    except OSError as exc:
-        raise OutputError(f"{out}: cannot write output here ({exc.strerror})") from None
-    try:
-        yield work
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+def model_name(bundle: Bundle, path: str | os.PathLike | None = None) -> str:
+    """``arch/encoder`` of a bundle and, when known, its folder (``unet/resnet18 run1/bundle``)."""
+    name = f"{bundle.meta.arch}/{bundle.meta.encoder}"
+    if path is None:
+        return name
+    p = Path(path).resolve()
+    where = f"{p.parent.name}/{p.name}" if p.stem == "bundle" and p.parent.name else p.name
+    return f"{name} {where}"
 
 
 def predict_scene(
@@ -296,8 +322,11 @@ def predict_scene(
     out_dir: str | os.PathLike,
     options: PredictOptions | None = None,
     plan: ScenePlan | None = None,
+    *,
+    check: InputCheck | None = None,
+    model: str | None = None,
 ) -> SceneResult:
-    """Predict one scene and write its rasters, polygons and overlay into ``out_dir``.
+    """Predict one scene and write its rasters, polygons, styles and overlay into ``out_dir``.
 
     Args:
         bundle: a loaded bundle (on the device to use).
@@ -305,6 +334,8 @@ def predict_scene(
         out_dir: output folder (created if needed).
         options: prediction options; defaults from the bundle.
         plan: a tiling already made by :func:`~pvdetect.inference.tiling.plan_scene`.
+        check: the scene's input check when already made (else it is made here).
+        model: the model attribute of the plants (default :func:`model_name` of the bundle).
 
     Returns:
         What was written. Nothing is left behind for the scene if anything fails.
@@ -313,18 +344,27 @@ def predict_scene(
     start = time.perf_counter()
     scene, out = Path(scene_path), Path(out_dir)
     plan = plan or plan_scene(bundle, scene, options)
-    _prepare_out_dir(out)
+    if check is None:
+        check = checked_scene(bundle, plan, options)
+    prepare_out_dir(out)
     threshold = float(options.threshold if options.threshold is not None else bundle.meta.threshold)
     paths = output_paths(out, scene.stem, options)
+    date = acquisition_date(plan.info.tags, scene)
+    attrs: dict[str, object] = {
+        "scene": scene.name,
+        "date": date,
+        "threshold": threshold,
+        "model": model or model_name(bundle),
+    }
     stages = _Stages(start)
     with (
         disk_full_guard(out),
-        _work_dir(out, scene.stem) as work,
+        work_dir(out, scene.stem) as work,
         contextlib.ExitStack() as stack,
         rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(plan), GDAL_NUM_THREADS="ALL_CPUS"),
     ):
         final = {k: stack.enter_context(atomic_output(p)) for k, p in paths.items()}
-        job = _SceneRun(bundle, plan, options, threshold, work, final)
+        job = _SceneRun(bundle, plan, options, threshold, work, final, attrs)
         levels = job.tiles()
         stages.lap("tiles")
         # the COG copies (GDAL, off the GIL) run beside polygons and overlay, which read the
@@ -335,7 +375,10 @@ def predict_scene(
             stages.lap("vectors_overlay")
             stages.timings["cog"] = cog_job.result()
         stages.lap("cog_wait")
-    return _result(scene, plan, plants, paths, time.perf_counter() - start, stages.timings)
+    res = _result(scene, plan, plants, paths, time.perf_counter() - start, stages.timings)
+    res.date, res.input_check = date, check.summary
+    res.threshold, res.model = threshold, str(attrs["model"])
+    return res
 
 
 def _result(
@@ -362,39 +405,6 @@ def _result(
         outputs=list(paths.values()),
         timings=timings,
     )
-
-
-@contextlib.contextmanager
-def _open_write(path: Path, profile: dict):
-    try:
-        ds = rasterio.open(path, "w", **profile)
-    except Exception as exc:  # noqa: BLE001 - GDAL raises many types
-        raise OutputError(f"{path.parent}: cannot write output here ({exc})") from None
-    try:
-        yield ds
-    finally:
-        ds.close()
-
-
-@functools.cache
-def _has_zstd() -> bool:
-    """Whether GDAL's GTiff driver here writes ZSTD (fast compression of temporary files)."""
-    return _gtiff_supports("ZSTD")
-
-
-def _gtiff_supports(codec: str) -> bool:
-    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = Path(d) / "t.tif"
-        try:
-            with rasterio.open(
-                p, "w", driver="GTiff", width=16, height=16, count=1, dtype="uint8", compress=codec
-            ) as ds:
-                ds.write(np.zeros((1, 16, 16), np.uint8))
-            with rasterio.open(p) as ds:
-                return (ds.compression is not None) and ds.compression.name.upper() == codec
-        except Exception:  # noqa: BLE001
-            return False
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
@@ -428,16 +438,8 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     return list(dict.fromkeys(scenes))
 
 
-def write_summary(path: Path, results: Sequence[SceneResult]) -> Path:
-    """``summary.csv``: one row per scene."""
-    with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(SUMMARY_FIELDS)
-        for r in results:
-            w.writerow(
-                [r.scene.name, r.plants, f"{r.total_ha:.4f}", f"{r.seconds:.2f}", r.width, r.height]
-            )
-    return path
+#: merges results into ``summary.csv`` (:func:`pvdetect.inference.summary.update_summary`)
+write_summary = update_summary
 
 
 def predict_scenes(
@@ -445,12 +447,16 @@ def predict_scenes(
     inputs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     options: PredictOptions | None = None,
+    *,
+    log_file: str | None = None,
 ) -> list[SceneResult]:
-    """Load a bundle and predict every scene; writes ``summary.csv`` in ``out_dir``.
+    """Load a bundle and predict every scene; updates ``summary.csv`` after each scene.
 
-    Every scene is checked against the bundle before any is predicted. If a scene fails, the
-    scenes finished before it keep their files (listed in ``summary.csv``) and the error is
-    raised.
+    Every scene is planned and its values checked against the bundle before any is
+    predicted (with ``options.strict`` a suspicious scene stops the run before anything is
+    written). If a scene fails, the scenes finished before it keep their files and rows in
+    ``summary.csv`` and the error is raised. ``log_file`` (a name) appends this run's messages
+    to that file in ``out_dir`` once it exists (the command line's ``pvdetect.log``).
     """
     from pvdetect.device import resolve_device
     from pvdetect.model.bundle import load_bundle
@@ -458,19 +464,29 @@ def predict_scenes(
     options = options or PredictOptions()
     out = Path(out_dir)
     scenes = expand_inputs(inputs)
+    aoi: Aoi | None = read_aoi(options.aoi) if options.aoi is not None else None
     device = resolve_device(options.device)
     bundle = load_bundle(Path(bundle_path), device=device)
-    plans = [plan_scene(bundle, s, options) for s in scenes]
-    _prepare_out_dir(out)
+    model = model_name(bundle, bundle_path)
+    plans = [plan_scene(bundle, s, options, aoi) for s in scenes]
+    checks = [checked_scene(bundle, plan, options) for plan in plans]
+    prepare_out_dir(out)
     remove_stale_in(out)  # temporaries of an earlier killed run into this folder
+    if log_file:
+        logs.attach_file(out / log_file)
+    log.debug("predict: bundle %s (%s) on %s, %d scene(s)", bundle_path, model, device, len(plans))
+    for plan in plans:
+        describe_plan(plan)
     results: list[SceneResult] = []
-    try:
-        for plan in plans:
-            results.append(predict_scene(bundle, plan.path, out, options, plan=plan))
-    finally:
-        if results:
-            write_summary(out / "summary.csv", results)
+    n = len(plans)
+    bar = logs.progress(total=n, desc="scenes", unit="scene", leave=False) if n > 1 else None
+    for k, (plan, check) in enumerate(zip(plans, checks, strict=True), start=1):
+        res = predict_scene(bundle, plan.path, out, options, plan=plan, check=check, model=model)
+        results.append(res)
+        update_summary(out / "summary.csv", [res])
+        log.info("%s", scene_line(res, k, n))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     return results
-
-
-# --------------------------------------------------------------------------- command line

@@ -8,6 +8,11 @@ get weight; weight 0 at invalid pixels) into an accumulator covering one tile ro
 (:class:`Blender`). Rows that no later tile touches are finished and handed, in a writer
 thread, to the raster writers and every row sink (plant polygons, overview levels). Peak
 memory is proportional to ``width x tile`` and does not grow with the scene height.
+
+The reader also turns the stored values into the model's (band selection and radiometry of
+:mod:`pvdetect.data.bands` and :mod:`pvdetect.data.radiometry`) and, with an area of interest,
+gives weight 0 to pixels outside it; tiles that do not touch the AOI are neither read nor
+predicted.
 """
 
 from __future__ import annotations
@@ -25,12 +30,16 @@ import rasterio.errors
 from affine import Affine
 from rasterio.windows import Window
 
+from pvdetect.data.bands import resolve_bands
+from pvdetect.data.radiometry import Radiometry, RadiometryOptions, radiometry_for
 from pvdetect.data.raster import RasterInfo, open_raster, raster_info, valid_pixels
 from pvdetect.errors import ConfigError, DataError, OutputError
+from pvdetect.inference.aoi import Aoi, inside_mask, tiles_touching
 from pvdetect.inference.options import PredictOptions
 from pvdetect.inference.overlay import QuickLook
 
 if TYPE_CHECKING:
+    import shapely
     import torch
 
     from pvdetect.model.bundle import Bundle
@@ -74,6 +83,14 @@ class ScenePlan:
     ys: list[int]
     scale: int  # output pixels per input pixel
     padded_width: int
+    #: stored values -> reflectance x 10000 of the selected bands (None: as stored)
+    radiometry: Radiometry | None = None
+    #: what each selected band is (for messages), and how they were chosen
+    band_labels: tuple[str, ...] = ()
+    band_source: str = ""
+    #: the area of interest in the scene's CRS, and per tile row the tile columns touching it
+    aoi: shapely.Geometry | None = None
+    active: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def out_width(self) -> int:
@@ -94,6 +111,17 @@ class ScenePlan:
     def n_tiles(self) -> int:
         """Number of tiles."""
         return len(self.xs) * len(self.ys)
+
+    def active_cols(self, r: int) -> list[int]:
+        """Tile columns of tile row ``r`` that are predicted (all without an AOI)."""
+        if self.active is None:
+            return list(range(len(self.xs)))
+        return list(self.active[r])
+
+    @property
+    def n_active(self) -> int:
+        """Number of tiles that are predicted."""
+        return sum(len(self.active_cols(r)) for r in range(len(self.ys)))
 
     def owned_rows(self, r: int) -> int:
         """Input rows that tile row ``r`` finishes: up to the next tile row's start."""
@@ -129,30 +157,31 @@ def _multiple(bundle: Bundle) -> int:
 
 
 def band_indices(info: RasterInfo, band_order: Sequence[str], in_channels: int) -> list[int]:
-    """1-based bands of the file in the bundle's band order.
+    """1-based bands of the file in the bundle's band order (:func:`resolve_bands` rules)."""
+    if len(band_order) != in_channels:
+        band_order = [f"band{i + 1}" for i in range(in_channels)]
+    return resolve_bands(info, band_order).indices
 
-    Band descriptions naming every band of the bundle (any order, case-insensitive) select and
-    reorder bands; otherwise the file must have exactly ``in_channels`` bands, taken in order.
+
+def plan_scene(
+    bundle: Bundle, path: Path, options: PredictOptions, aoi: Aoi | None = None
+) -> ScenePlan:
+    """Check a scene against the bundle and lay out its tiles.
+
+    Bands come from ``options.bands`` or the file's band names (:func:`resolve_bands`), values
+    are turned into reflectance x 10000 per ``options.offset`` / ``options.scale`` or the file's
+    metadata, and with an ``aoi`` only tiles touching it are predicted.
     """
-    names = [(d or "").strip().lower() for d in info.descriptions]
-    wanted = [b.lower() for b in band_order]
-    if len(wanted) == in_channels and all(names.count(w) == 1 for w in wanted):
-        return [names.index(w) + 1 for w in wanted]
-    if info.count == in_channels:
-        return list(range(1, in_channels + 1))
-    raise DataError(
-        f"{info.path}: has {info.count} bands, the bundle expects {in_channels} "
-        f"({', '.join(band_order)})"
-    )
-
-
-def plan_scene(bundle: Bundle, path: Path, options: PredictOptions) -> ScenePlan:
-    """Check a scene against the bundle and lay out its tiles."""
     info = raster_info(path)
     if info.crs is None or not info.georeferenced:
         raise DataError(f"{path}: no CRS or geotransform; georeferenced outputs need both")
     meta = bundle.meta
-    bands = band_indices(info, meta.band_order, meta.in_channels)
+    wanted = list(meta.band_order)
+    if len(wanted) != meta.in_channels:
+        wanted = [f"band{i + 1}" for i in range(meta.in_channels)]
+    selection = resolve_bands(info, wanted, options.bands)
+    bands = selection.indices
+    radiometry = radiometry_for(info, bands, RadiometryOptions.parse(options.offset, options.scale))
     lower = [b.lower() for b in meta.band_order]
     if all(c in lower for c in ("red", "green", "blue")):
         rgb = [bands[lower.index(c)] for c in ("red", "green", "blue")]
@@ -170,6 +199,16 @@ def plan_scene(bundle: Bundle, path: Path, options: PredictOptions) -> ScenePlan
     ys = tile_starts(info.height, tile, stride)
     scale = factor if options.upscaled_output else 1
     nodata = float(info.nodata) if info.nodata is not None else float(meta.nodata)
+    if aoi is None and options.aoi is not None:
+        from pvdetect.inference.aoi import read_aoi
+
+        aoi = read_aoi(options.aoi)
+    geom = aoi.in_crs(info.crs) if aoi is not None else None
+    active = (
+        tiles_touching(geom, info.transform, xs, ys, tile, (info.width, info.height))
+        if geom is not None
+        else None
+    )
     return ScenePlan(
         path=path,
         info=info,
@@ -182,6 +221,11 @@ def plan_scene(bundle: Bundle, path: Path, options: PredictOptions) -> ScenePlan
         ys=ys,
         scale=scale,
         padded_width=max(info.width, xs[-1] + tile),
+        radiometry=None if radiometry.identity else radiometry,
+        band_labels=tuple(selection.labels),
+        band_source=selection.source,
+        aoi=geom,
+        active=active,
     )
 
 
@@ -242,7 +286,8 @@ class StripReader:
         self.pin = pin
 
     def read_strip(self, y0: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw ``[C, rows, width]`` of the tile row at ``y0`` (0 where invalid) and valid mask."""
+        """Model values ``[C, rows, width]`` of the tile row at ``y0`` (0 where invalid) and
+        the valid mask (judged on the stored values, where the file's nodata is defined)."""
         p = self.plan
         rows = min(p.tile, p.info.height - y0)
         try:
@@ -252,11 +297,16 @@ class StripReader:
         except Exception as exc:  # noqa: BLE001 - GDAL raises many types for broken files
             raise DataError(f"{p.path}: cannot read pixels at row {y0} ({exc})") from None
         ok = valid_pixels(data, p.nodata)
+        radiometry = getattr(p, "radiometry", None)
+        if radiometry is not None:
+            radiometry.apply(data)
         np.copyto(data, np.float32(0.0), where=~ok)
         return data, ok
 
-    def __call__(self, r: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tiles of tile row ``r``: raw ``[N, C, tile, tile]`` and valid ``[N, tile, tile]``.
+    def __call__(self, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tiles of tile row ``r``: raw ``[N, C, tile, tile]``, valid ``[N, tile, tile]`` and
+        blending mask ``[N, tile, tile]`` (valid and inside the AOI; the valid tensor itself
+        without an AOI), for the row's active tiles (:meth:`ScenePlan.active_cols`).
 
         The tiles are cut here, beside the model, so the main thread only runs the model.
         Parts of a tile beyond the scene (scenes smaller than a tile) are 0 and invalid.
@@ -264,20 +314,33 @@ class StripReader:
         import torch
 
         p = self.plan
+        cols = p.active_cols(r)
+        n, c, t = len(cols), len(p.bands), p.tile
+        if not cols:  # outside the AOI: nothing to read
+            empty = torch.zeros((0, t, t), dtype=torch.bool)
+            return torch.zeros((0, c, t, t)), empty, empty
         data, ok = self.read_strip(p.ys[r])
+        keep = ok
+        if p.aoi is not None:  # outside the AOI: no weight in the blend
+            keep = ok & inside_mask(p.aoi, p.info.transform, p.ys[r], ok.shape[0], p.info.width)
         if self.quicklook is not None:
-            self.quicklook.add(p.ys[r], p.owned_rows(r), data, ok)
-        n, c, t = len(p.xs), len(p.bands), p.tile
+            self.quicklook.add(p.ys[r], p.owned_rows(r), data, keep)
         rows, width = ok.shape
         new = torch.zeros if rows < t or p.xs[-1] + t > width else torch.empty
         tiles = new((n, c, t, t), dtype=torch.float32, pin_memory=self.pin)
         vtiles = new((n, t, t), dtype=torch.bool, pin_memory=self.pin)
-        tn, vn = tiles.numpy(), vtiles.numpy()
-        for j, x0 in enumerate(p.xs):
+        ktiles = (
+            new((n, t, t), dtype=torch.bool, pin_memory=self.pin) if p.aoi is not None else vtiles
+        )
+        tn, vn, kn = tiles.numpy(), vtiles.numpy(), ktiles.numpy()
+        for k, j in enumerate(cols):
+            x0 = p.xs[j]
             w = min(t, width - x0)
-            tn[j, :, :rows, :w] = data[:, :, x0 : x0 + w]
-            vn[j, :rows, :w] = ok[:, x0 : x0 + w]
-        return tiles, vtiles
+            tn[k, :, :rows, :w] = data[:, :, x0 : x0 + w]
+            vn[k, :rows, :w] = ok[:, x0 : x0 + w]
+            if p.aoi is not None:
+                kn[k, :rows, :w] = keep[:, x0 : x0 + w]
+        return tiles, vtiles, ktiles
 
 
 class Blender:
@@ -335,13 +398,13 @@ def run_tiles(
     tta: bool = False,
     quicklook: QuickLook | None = None,
     sinks: Sequence[RowSink] = (),
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> None:
     """Predict every tile of a scene and write the blended rows into the open datasets.
 
     The writer thread also hands the finished rows to each of ``sinks`` (polygons, overview
     levels), so that they are built while the model works on the next tile row. ``progress``
-    is called after each tile row with (tiles done, tiles in all).
+    is called after each tile row with the number of tiles it predicted.
     """
     device = bundle.device
     s = plan.scale
@@ -368,24 +431,27 @@ def run_tiles(
         read = StripReader(src, plan, quicklook, pin=device.type == "cuda")
         fut = reader.submit(read, 0)
         for r, y0 in enumerate(plan.ys):
-            tiles, vtiles = fut.result()
+            tiles, vtiles, ktiles = fut.result()
             if r + 1 < len(plan.ys):
                 fut = reader.submit(read, r + 1)
-            tiles = tiles.to(device, non_blocking=True)
-            vtiles = vtiles.to(device, non_blocking=True)
-            for b0 in range(0, len(plan.xs), batch_size):
-                cols = plan.xs[b0 : b0 + batch_size]
+            cols = [plan.xs[j] for j in plan.active_cols(r)]
+            if cols:
+                tiles = tiles.to(device, non_blocking=True)
+                vtiles = vtiles.to(device, non_blocking=True)
+                ktiles = vtiles if plan.aoi is None else ktiles.to(device, non_blocking=True)
+            for b0 in range(0, len(cols), batch_size):
                 x, v = tiles[b0 : b0 + batch_size], vtiles[b0 : b0 + batch_size]
+                keep = ktiles[b0 : b0 + batch_size]
                 probs = bundle.predict_probs(x, v, tta=tta, native=(s == 1))
                 if s > 1:
-                    v = v.repeat_interleave(s, dim=1).repeat_interleave(s, dim=2)
-                for j, c in enumerate(cols):
-                    blender.add(c, probs[j].float(), v[j])
+                    keep = keep.repeat_interleave(s, dim=1).repeat_interleave(s, dim=2)
+                for j, c in enumerate(cols[b0 : b0 + batch_size]):
+                    blender.add(c, probs[j].float(), keep[j])
             prob, mask = blender.pop(plan.owned_rows(r) * s, threshold)
             pending.append(writer.submit(write_rows, y0 * s, prob, mask))
             while len(pending) > 2:
                 pending.pop(0).result()
             if progress is not None:
-                progress((r + 1) * len(plan.xs), plan.n_tiles)
+                progress(len(cols))
         for f in pending:
             f.result()

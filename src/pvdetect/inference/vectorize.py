@@ -17,11 +17,9 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyproj
 import rasterio
 import rasterio.features
 import shapely
@@ -29,94 +27,14 @@ from affine import Affine
 from rasterio.windows import Window
 from shapely.geometry import Polygon, shape
 
-from pvdetect.data.raster import DEFAULT_NODATA, atomic_output, open_raster
-from pvdetect.errors import DataError, OutputError
+from pvdetect.data.raster import DEFAULT_NODATA, open_raster
+from pvdetect.errors import DataError
+from pvdetect.inference.plants import AreaCalculator, Plant
 
 #: mask value of PV pixels; 0 = background, 255 = nodata
 PV_VALUE = 1
 DEFAULT_MIN_AREA_M2 = 1000.0
 DEFAULT_MAX_HOLE_M2 = 10000.0
-FIELDS = ("id", "area_m2", "area_ha", "mean_prob", "max_prob")
-
-
-@dataclass(frozen=True)
-class Plant:
-    """One detected PV plant.
-
-    Attributes:
-        id: 1-based number, in order of the plants' top-left corner.
-        geometry: polygon in the CRS of the raster.
-        area_m2: area in square metres (equal-area projection).
-        mean_prob: mean PV probability of the pixels inside the polygon (NaN without a prob
-            raster).
-        max_prob: maximum PV probability inside the polygon (NaN without a prob raster).
-    """
-
-    id: int
-    geometry: Polygon
-    area_m2: float
-    mean_prob: float
-    max_prob: float
-
-    @property
-    def area_ha(self) -> float:
-        """Area in hectares."""
-        return self.area_m2 / 10000.0
-
-
-def equal_area_crs(crs: object, bounds: Sequence[float]) -> pyproj.CRS:
-    """Lambert azimuthal equal-area CRS centred on ``bounds`` (minx, miny, maxx, maxy)."""
-    src = _pyproj_crs(crs)
-    cx, cy = (bounds[0] + bounds[2]) / 2.0, (bounds[1] + bounds[3]) / 2.0
-    to_ll = pyproj.Transformer.from_crs(src, "EPSG:4326", always_xy=True)
-    lon, lat = to_ll.transform(cx, cy)
-    if not (math.isfinite(lon) and math.isfinite(lat)):
-        raise DataError(f"cannot place an equal-area projection at ({cx}, {cy}) in {src.name}")
-    return pyproj.CRS.from_proj4(
-        f"+proj=laea +lat_0={lat:.8f} +lon_0={lon:.8f} +x_0=0 +y_0=0 +datum=WGS84 +units=m"
-    )
-
-
-def _pyproj_crs(crs: object) -> pyproj.CRS:
-    if isinstance(crs, pyproj.CRS):
-        return crs
-    to_wkt = getattr(crs, "to_wkt", None)
-    return pyproj.CRS.from_wkt(to_wkt()) if callable(to_wkt) else pyproj.CRS.from_user_input(crs)
-
-
-class AreaCalculator:
-    """Areas in m2 of geometries given in pixel coordinates of a raster grid."""
-
-    def __init__(self, crs: object, transform: Affine, width: int, height: int) -> None:
-        self.transform = transform
-        xs, ys = _affine(
-            transform, np.array([0.0, width, 0.0, width]), np.array([0.0, 0.0, height, height])
-        )
-        bounds = (xs.min(), ys.min(), xs.max(), ys.max())
-        self.ea_crs = equal_area_crs(crs, bounds)
-        self._to_ea = pyproj.Transformer.from_crs(_pyproj_crs(crs), self.ea_crs, always_xy=True)
-
-    def to_crs(self, geoms: np.ndarray | shapely.Geometry) -> np.ndarray | shapely.Geometry:
-        """Pixel coordinates -> raster CRS."""
-        t = self.transform
-        return shapely.transform(geoms, lambda xy: np.column_stack(_affine(t, xy[:, 0], xy[:, 1])))
-
-    def areas_m2(self, geoms_px: np.ndarray | shapely.Geometry) -> np.ndarray:
-        """Equal-area areas (m2) of pixel-coordinate geometries."""
-        t = self.transform
-
-        def fn(xy: np.ndarray) -> np.ndarray:
-            x, y = _affine(t, xy[:, 0], xy[:, 1])
-            ex, ey = self._to_ea.transform(x, y)
-            return np.column_stack([ex, ey])
-
-        # densify so that curved edges of a geographic grid are followed closely
-        dense = shapely.segmentize(geoms_px, 16.0)
-        return np.asarray(shapely.area(shapely.transform(dense, fn)), dtype=np.float64)
-
-
-def _affine(t: Affine, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f
 
 
 def _strip_polygons(
@@ -536,71 +454,10 @@ def vectorize_mask(
     return builder.finish(prob_path)
 
 
-def write_plants(
-    path: str | os.PathLike,
-    plants: Sequence[Plant],
-    crs: object,
-    *,
-    driver: str = "GPKG",
-    to_wgs84: bool = False,
-) -> Path:
-    """Write plants as a vector file (GPKG, or GeoJSON), atomically.
-
-    Args:
-        path: output file.
-        plants: the plants (geometries in ``crs``).
-        crs: CRS of the geometries.
-        driver: OGR driver, "GPKG" or "GeoJSON".
-        to_wgs84: reproject to EPSG:4326 (longitude, latitude) first, as GeoJSON expects.
-    """
-    import pyogrio.raw
-
-    final = Path(path)
-    src = _pyproj_crs(crs)
-    geoms = np.array([p.geometry for p in plants], dtype=object)
-    out_crs = src
-    if to_wgs84:
-        out_crs = pyproj.CRS.from_epsg(4326)
-        if len(geoms):
-            tr = pyproj.Transformer.from_crs(src, out_crs, always_xy=True)
-            geoms = shapely.transform(
-                geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1]))
-            )
-    field_data = [
-        np.array([p.id for p in plants], dtype=np.int64),
-        np.array([round(p.area_m2, 2) for p in plants], dtype=np.float64),
-        np.array([round(p.area_ha, 4) for p in plants], dtype=np.float64),
-        np.array([p.mean_prob for p in plants], dtype=np.float64),
-        np.array([p.max_prob for p in plants], dtype=np.float64),
-    ]
-    wkb = np.array(shapely.to_wkb(geoms), dtype=object) if len(geoms) else np.array([], object)
-    layer_options = {"RFC7946": "YES"} if driver == "GeoJSON" else None
-    with atomic_output(final) as tmp:
-        try:
-            pyogrio.raw.write(
-                str(tmp),
-                wkb,
-                field_data,
-                list(FIELDS),
-                layer="plants",
-                driver=driver,
-                geometry_type="Polygon",
-                crs=out_crs.to_wkt(),
-                layer_options=layer_options,
-            )
-        except OSError as exc:
-            raise OutputError(f"{final}: cannot write ({exc})") from None
-    return final
-
-
 __all__ = [
-    "AreaCalculator",
-    "Plant",
     "PlantBuilder",
-    "equal_area_crs",
     "fill_holes",
     "polygon_prob_stats",
     "polygon_prob_sums",
     "vectorize_mask",
-    "write_plants",
 ]

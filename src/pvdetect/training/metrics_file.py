@@ -11,7 +11,9 @@ from pvdetect.io import atomic_output
 
 __all__ = ["METRIC_COLUMNS", "num", "read_rows", "write_rows"]
 
-#: columns of RUN/metrics.csv
+#: columns of RUN/metrics.csv; ``val_iou_calibrated`` is the validation IoU (native
+#: resolution) at that epoch's calibrated threshold ``val_threshold`` (what the bundle uses),
+#: the other IoU and F1 columns are at 0.5
 METRIC_COLUMNS = (
     "epoch",
     "train_loss",
@@ -22,6 +24,8 @@ METRIC_COLUMNS = (
     "lr",
     "val_iou_native",
     "val_f1_native",
+    "val_iou_calibrated",
+    "val_threshold",
 )
 
 

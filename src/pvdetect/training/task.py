@@ -38,6 +38,8 @@ from pvdetect.model.transforms import d4_augment, random_crop, upscale_mask
 
 __all__ = ["HIST_BINS", "SegmentationTask", "cosine_factor"]
 
+#: calibrated thresholds are kept inside [THRESHOLD_MIN, 1 - THRESHOLD_MIN]
+THRESHOLD_MIN = 0.01
 #: bins of the probability histograms (threshold resolution 0.001)
 HIST_BINS = 1000
 
@@ -268,6 +270,13 @@ class SegmentationTask(L.LightningModule):
         self.log("val_f1", conf.f1)
         self.log("val_iou_native", conf_n.iou)
         self.log("val_f1_native", conf_n.f1)
+        # what the bundle would get from this epoch: the threshold calibrated as in
+        # pvdetect.training.train.calibrate, and the IoU there
+
+        thr, _ = native.best_threshold(self.cfg.threshold_metric)
+        thr = min(max(float(thr), THRESHOLD_MIN), 1.0 - THRESHOLD_MIN)
+        self.log("val_iou_calibrated", native.confusion(thr).iou)
+        self.log("val_threshold", thr)
 
     # ------------------------------------------------------------------ optimisation
 

@@ -6,7 +6,8 @@ The run folder::
     RUN/checkpoints/best.ckpt  best epoch by the validation loss (or IoU, ``monitor``)
     RUN/checkpoints/last.ckpt  end of the last finished epoch (for --resume)
     RUN/metrics.csv            one row per epoch
-    RUN/curves.png             loss and IoU per epoch, training and validation
+    RUN/curves.png             loss and IoU per epoch, training and validation, best epoch
+    RUN/train.log              the run's messages and one line per epoch, with time stamps
     RUN/bundle/                model bundle for ``predict`` / ``evaluate``
     RUN/logs/                  TensorBoard logs (with --tensorboard)
 
@@ -17,6 +18,7 @@ configuration (flags still override it, e.g. a larger ``--epochs`` extends a fin
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import sys
@@ -26,6 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pvdetect import logs
 from pvdetect.config import TrainConfig, config_from_dict, save_config
 from pvdetect.device import env_rank_zero, resolve_precision
 from pvdetect.errors import ConfigError, OutputError
@@ -43,8 +46,10 @@ if TYPE_CHECKING:
 
 __all__ = ["RunPaths", "build_trainer", "calibrate", "train"]
 
-#: calibrated thresholds are kept inside [THRESHOLD_MIN, 1 - THRESHOLD_MIN]
-THRESHOLD_MIN = 0.01
+#: the run's log file, appended to by every (re)start
+LOG_NAME = "train.log"
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -70,7 +75,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, precision: str | None = None)
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-    from pvdetect.training.callbacks import MetricsCSV, ValidateLastEpoch
+    from pvdetect.training.callbacks import MetricsCSV, ProgressLog, ValidateLastEpoch
 
     ckpt_dir = run_dir / "checkpoints"
     mode = "min" if cfg.monitor == "val_loss" else "max"
@@ -94,10 +99,11 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, precision: str | None = None)
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    metrics = MetricsCSV(run_dir / "metrics.csv", run_dir / "curves.png")
+    metrics = MetricsCSV(run_dir / "metrics.csv", run_dir / "curves.png", monitor=cfg.monitor)
     callbacks: list[Any] = [
         best,
         metrics,
+        ProgressLog(bars=cfg.progress),
         last,
         EarlyStopping(
             monitor="val_loss", mode="min", patience=cfg.patience, min_delta=cfg.min_delta
@@ -112,6 +118,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, precision: str | None = None)
         logger = TensorBoardLogger(save_dir=str(run_dir), name="logs", version="")
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     accelerator = "gpu" if cfg.accelerator == "cuda" else cfg.accelerator
+    logs.quiet_lightning(logs.is_verbose())  # no device banners or adverts unless -v
     return L.Trainer(
         accelerator=accelerator,
         devices=cfg.devices,
@@ -127,8 +134,8 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, precision: str | None = None)
         check_val_every_n_epoch=cfg.val_every,
         callbacks=callbacks,
         logger=logger,
-        enable_progress_bar=cfg.progress,
-        enable_model_summary=cfg.progress,
+        enable_progress_bar=False,  # ProgressLog: bars on a terminal, lines elsewhere
+        enable_model_summary=logs.is_verbose(),
         use_distributed_sampler=False,
         default_root_dir=str(run_dir),
         log_every_n_steps=1,
@@ -141,6 +148,8 @@ def calibrate(task: SegmentationTask, metric: str = "f1") -> tuple[float, dict[s
     Calibrated on the native-resolution probabilities (what ``predict`` writes by default);
     the threshold is kept within ``[0.01, 0.99]``.
     """
+    from pvdetect.training.task import THRESHOLD_MIN
+
     if task.last_val is None:
         raise RuntimeError("no validation epoch to calibrate on")
     native = task.last_val["hist_native"]
@@ -329,6 +338,16 @@ def _start_run_dir(cfg: TrainConfig, paths: RunPaths) -> None:
     saved = config_from_dict(cfg.to_dict())
     saved.resume = False
     save_config(saved, paths.run_dir / "config.yaml")
+    logs.attach_file(paths.run_dir / LOG_NAME)
+    log.info(
+        "%s %s: %s/%s, %s epochs, data %s",
+        "resuming" if cfg.resume else "training",
+        paths.run_dir,
+        cfg.model.arch,
+        cfg.model.encoder,
+        cfg.epochs,
+        cfg.data.root,
+    )
 
 
 def _fit(
@@ -344,6 +363,8 @@ def _fit(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        # torch's deprecation of a class Lightning's batch flattening still uses (noise only)
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
         if cfg.resume:  # the run's own checkpoints are expected there
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         trainer.fit(
@@ -411,7 +432,17 @@ def train(config: TrainConfig) -> Path:
         meta = bundle_meta(cfg, cache, threshold, {**val_metrics, "checkpoint": source.name})
         save_bundle(paths.run_dir / "bundle", task.model, meta)
         if (paths.run_dir / "metrics.csv").is_file():
-            plot_curves(paths.run_dir / "metrics.csv", paths.run_dir / "curves.png")
+            plot_curves(
+                paths.run_dir / "metrics.csv", paths.run_dir / "curves.png", monitor=cfg.monitor
+            )
+        log.info(
+            "bundle %s from %s: threshold %.3f, validation IoU %.4f F1 %.4f",
+            paths.run_dir / "bundle",
+            source.name,
+            threshold,
+            val_metrics.get("iou") or float("nan"),
+            val_metrics.get("f1") or float("nan"),
+        )
     trainer.strategy.barrier("pvdetect-bundle")
     if not trainer.is_global_zero:
         sys.stdout.flush()

@@ -1,0 +1,85 @@
+"""Tests of pvdetect.evaluation.evaluate with real Sentinel-2 conventions: --bands, offsets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from pvdetect.cli import main
+from pvdetect.data.packed import load_split
+from pvdetect.model.bundle import BundleMeta, save_bundle
+from pvdetect.model.factory import build_model
+from tests.evaluation.test_engine import write_dataset
+
+
+def _rewrite(root: Path, how: str) -> Path:
+    """Every chip of ``root`` rewritten in place, as whole numbers (digital numbers, exact in
+    float32 with +1000): as they are, as 6 named bands, or with +1000 and its metadata."""
+    for img in sorted(root.glob("*/input/img(*).tif")):
+        with rasterio.open(img) as ds:
+            data, prof = np.round(ds.read()), ds.profile
+        valid = (data != prof["nodata"]).all(0)
+        names = [None] * 4
+        tags: dict[str, str] = {}
+        if how == "six":  # B08 B11 B02 B03 B05 B04
+            data = np.stack([data[3], data[0] * 2, data[2], data[1], data[0] + 7, data[0]])
+            names = ["B08", "B11", "B02", "B03", "B05", "B04"]
+        elif how == "offset":
+            data = np.where(valid, data + 1000, data)
+            names = ["B04", "B03", "B02", "B08"]
+            tags = {f"BOA_ADD_OFFSET_B{b}": "-1000" for b in (2, 3, 4, 8)}
+        prof.update(count=len(names))
+        with rasterio.open(img, "w", **prof) as ds:
+            ds.write(data.astype(prof["dtype"]))
+            for i, n in enumerate(names, start=1):
+                if n:
+                    ds.set_band_description(i, n)
+            ds.update_tags(**tags)
+    return root
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("eval")
+    split = {"train": 3, "val": 1, "test": 3}
+    return {
+        "plain": _rewrite(write_dataset(tmp / "plain", split, seed=4), "plain"),
+        "six": _rewrite(write_dataset(tmp / "six", split, seed=4), "six"),
+        "post2022": _rewrite(write_dataset(tmp / "new", split, seed=4), "offset"),
+    }
+
+
+@pytest.fixture(scope="module")
+def bundle(roots: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cache, _ = load_split(roots["plain"], "train")
+    torch.manual_seed(0)
+    model = build_model("unet", "resnet18", in_channels=4, weights=None)
+    meta = BundleMeta(arch="unet", encoder="resnet18", band_stats=cache.stats.to_dict())
+    return save_bundle(tmp_path_factory.mktemp("b") / "bundle", model, meta)
+
+
+def _evaluate(bundle: Path, root: Path, out: Path, *extra: str) -> dict:
+    code = main(["evaluate", str(bundle), str(root), "--out", str(out), "--device", "cpu",
+                 "-q", *extra])  # fmt: skip
+    assert code == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_bands_and_offsets_give_the_same_metrics(
+    roots: dict[str, Path], bundle: Path, tmp_path: Path
+) -> None:
+    ref = _evaluate(bundle, roots["plain"], tmp_path / "plain")["pixel"]
+    by_names = _evaluate(bundle, roots["six"], tmp_path / "six")["pixel"]
+    by_index = _evaluate(bundle, roots["six"], tmp_path / "idx", "--bands", "6,4,3,1")["pixel"]
+    by_meta = _evaluate(bundle, roots["post2022"], tmp_path / "new")["pixel"]
+    for got in (by_names, by_index, by_meta):
+        assert got == ref
+    # --offset on top of the metadata: the file's metadata is then not used
+    shifted = _evaluate(bundle, roots["post2022"], tmp_path / "off", "--offset", "0")["pixel"]
+    assert shifted != ref
+    assert (tmp_path / "plain" / "pvdetect.log").read_text().count("pvdetect evaluate") == 1
