@@ -12,6 +12,7 @@ from affine import Affine
 
 from pvdetect.cli import main
 from pvdetect.data.raster import write_raster
+from pvdetect.errors import DataError
 from pvdetect.evaluation.baselines import (
     LogisticBaseline,
     NIRThresholdBaseline,
@@ -140,7 +141,9 @@ def test_logistic_needs_both_classes() -> None:
     px = TrainingPixels(
         0, 10, np.zeros(2), np.zeros(1), np.zeros(1), np.ones((10, 4)), np.zeros(10, np.uint8)
     )
-    with pytest.raises(Exception, match="PV and background"):
+    with pytest.raises(
+        DataError, match="^training split: the logistic baseline needs PV and background pixels$"
+    ):
         LogisticBaseline().fit(px)
 
 

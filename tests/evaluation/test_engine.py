@@ -13,6 +13,7 @@ from affine import Affine
 
 from pvdetect.cli import main
 from pvdetect.data.raster import read_raster, write_raster
+from pvdetect.errors import ConfigError
 from pvdetect.evaluation.baselines import run_baselines
 from pvdetect.evaluation.engine import SECTIONS, evaluate_predictor, load_split, select_grid
 
@@ -196,7 +197,8 @@ def test_upscaled_evaluation_matches_native_counts(dataset: Path, tmp_path: Path
         assert ups["pixel"][k] == 4 * native["pixel"][k]
     assert ups["object"]["total_true_ha"] == pytest.approx(native["object"]["total_true_ha"])
     assert ups["data"]["resolution"] == "upscaled x2"
-    with pytest.raises(Exception, match="do not match"):
+    msg = r"^predictions of shape \(64, 64\) do not match chips of 32x32 \(upscale factor 1\)$"
+    with pytest.raises(ConfigError, match=msg):
         evaluate_predictor(up, cache, idx, 0.5, upscale_factor=1)
 
 

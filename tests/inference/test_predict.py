@@ -1,4 +1,5 @@
-"""Tests of pvdetect.inference.predict: tiling and blending, outputs on the input grid, bad input, CLI."""
+"""Tests of pvdetect.inference.predict: tiling and blending, outputs on the input grid, bad input,
+CLI."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import rasterio
 import rasterio.shutil
 import torch
 from affine import Affine
+from PIL import Image
 from torch import nn
 
 from pvdetect.cli import main
@@ -226,7 +228,8 @@ def test_outputs_on_exact_input_grid(
                     np.testing.assert_allclose(half, _halves(arr), atol=1e-6)
                 else:
                     np.testing.assert_array_equal(half, arr[1::2, 1::2])
-    assert res.overlay_path.is_file()
+    with Image.open(res.overlay_path) as overlay:  # the whole scene, below the 2048 px cap
+        assert overlay.size == (w, h) and overlay.mode == "RGB"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         ["g_prob.tif", "g_mask.tif", "g_plants.gpkg", "g_overlay.png"]
     )
@@ -329,7 +332,8 @@ def test_cli_folder_summary_and_geojson(tmp_path: Path, unet_bundle: Path, capsy
     for r, stem in zip(rows, ("a", "b"), strict=True):
         assert int(r["plants"]) == pyogrio.read_info(out / f"{stem}_plants.gpkg")["features"]
         assert float(r["seconds"]) > 0
-        assert float(r["total_ha"]) >= 0
+        _, _, _, fields = pyogrio.raw.read(out / f"{stem}_plants.gpkg", columns=["area_ha"])
+        assert float(r["total_ha"]) == pytest.approx(float(np.sum(fields[0])), abs=1e-4)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 

@@ -1,4 +1,5 @@
-"""Tests of pvdetect.inference.vectorize: seam merging, equal-area areas, holes, filters, vector output."""
+"""Tests of pvdetect.inference.vectorize: seam merging, equal-area areas, holes, filters, vector
+output."""
 
 from __future__ import annotations
 
