@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,16 @@ MIN_SIZE_BUGS = {
         32,
     ),
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: as fast for these tiny inputs, and several times faster when the
+    cores are shared (two threads then wait for each other at every small operation)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _encoder(arch: str) -> str:
