@@ -8,36 +8,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from affine import Affine
 
 from pvdetect.data.layouts import find_chips, scan_layout, site_from_name
-from pvdetect.data.raster import write_raster
 from pvdetect.data.records import ChipRecord
 from pvdetect.data.splits import SPLIT_FILE, site_split
 from pvdetect.errors import ConfigError, DataError
+from tests.fixtures import (
+    constant_chip,
+    write_brazil_dataset,
+    write_chip,
+    write_folders_dataset,
+    write_manifest_dataset,
+)
 
-
-def write_pair(image: Path, mask: Path, value: float = 100.0, size: int = 16) -> None:
-    """A small valid chip whose image holds ``value`` everywhere (to tell files apart)."""
-    t = Affine(10, 0, 500000, 0, -10, 5200000)
-    write_raster(image, np.full((4, size, size), value, np.float32), crs="EPSG:32633", transform=t)
-    write_raster(mask, np.zeros((1, size, size), np.float32), crs="EPSG:32633", transform=t)
+#: a small valid chip, written at paths outside a layout's pattern
+STRAY = constant_chip(100.0)
 
 
 def brazil(root: Path, numbers: dict[str, list[int]]) -> Path:
-    for split, ns in numbers.items():
-        for n in ns:
-            write_pair(
-                root / split / "input" / f"img({n}).tif",
-                root / split / "labels" / f"target({n}).tif",
-                value=float(n),
-            )
-    return root
+    """Brazil layout; chip N's image holds N everywhere."""
+    return write_brazil_dataset(root, numbers, lambda split, n: constant_chip(float(n)))
 
 
 def folders(root: Path, stems: list[str]) -> Path:
-    for i, stem in enumerate(stems):
-        write_pair(root / "images" / f"{stem}.tif", root / "masks" / f"{stem}.tif", float(i))
+    """images/ + masks/ layout; the i-th chip's image holds i everywhere."""
+    write_folders_dataset(root, stems, lambda i, stem: constant_chip(float(i)))
     return root
 
 
@@ -54,7 +49,7 @@ def leaks(records: list[ChipRecord]) -> dict[str, set[str]]:
 def test_brazil_pairs_by_number_not_sort_order(tmp_path: Path) -> None:
     root = brazil(tmp_path, {"train": [2, 10, 1], "val": [3]})
     # an extra mask without image and vice versa must not shift the pairing
-    write_pair(tmp_path / "x.tif", tmp_path / "train" / "labels" / "target(7).tif")
+    write_chip(tmp_path / "x.tif", tmp_path / "train" / "labels" / "target(7).tif", *STRAY)
     recs = find_chips(root)
     by_key = {r.key: r for r in recs}
     assert set(by_key) == {"train/1", "train/2", "train/10", "val/3"}
@@ -76,8 +71,8 @@ def test_brazil_sites_csv_and_problems(tmp_path: Path) -> None:
     )
     # missing partner both ways and a duplicate number
     (root / "train" / "labels" / "target(4).tif").unlink()
-    write_pair(root / "x" / "img.tif", root / "train" / "labels" / "target(9).tif")
-    write_pair(root / "train" / "input" / "img(01).tif", root / "y" / "m.tif")
+    write_chip(root / "x" / "img.tif", root / "train" / "labels" / "target(9).tif", *STRAY)
+    write_chip(root / "train" / "input" / "img(01).tif", root / "y" / "m.tif", *STRAY)
     scan = scan_layout(root)
     sites = {r.key: r.site for r in scan.records}
     assert sites == {"train/2": "A", "train/3": "B", "val/1": "C", "val/2": "D"}
@@ -195,18 +190,18 @@ def test_site_split_properties(seed: int) -> None:
 
 
 def test_manifest_relative_paths_split_and_site(tmp_path: Path) -> None:
-    for i in range(4):
-        write_pair(tmp_path / "img" / f"c{i}.tif", tmp_path / "lab" / f"c{i}.tif", float(i))
-    csv_text = "image,mask,split,site\n" + "".join(
-        f"img/c{i}.tif,lab/c{i}.tif,{'train' if i < 3 else 'validation'},P{i % 2}\n"
-        for i in range(3)
-    )
-    (tmp_path / "manifest.csv").write_text(csv_text + "img/c3.tif,lab/c3.tif,val,P9\n")
+    splits = ["train", "train", "validation", "val"]  # "validation" is read as val
+    sites = ["P0", "P1", "P0", "P9"]
+    rows = [
+        {"image": f"img/c{i}.tif", "mask": f"lab/c{i}.tif", "split": splits[i], "site": sites[i]}
+        for i in range(4)
+    ]
+    write_manifest_dataset(tmp_path / "manifest.csv", rows, lambda i, row: constant_chip(float(i)))
     recs = find_chips(tmp_path)
     assert [(r.key, r.split, r.site) for r in recs] == [
         ("img/c0", "train", "P0"),
         ("img/c1", "train", "P1"),
-        ("img/c2", "train", "P0"),
+        ("img/c2", "val", "P0"),
         ("img/c3", "val", "P9"),
     ]
     assert recs[0].image == tmp_path / "img" / "c0.tif"
@@ -214,11 +209,10 @@ def test_manifest_relative_paths_split_and_site(tmp_path: Path) -> None:
 
 def test_manifest_path_without_split_and_missing_file(tmp_path: Path) -> None:
     sub = tmp_path / "lists"
-    for i in range(6):
-        write_pair(tmp_path / "d" / f"site{i}_a.tif", tmp_path / "m" / f"site{i}_a.tif")
-    rows = "".join(f"../d/site{i}_a.tif,../m/site{i}_a.tif\n" for i in range(6))
-    sub.mkdir()
-    (sub / "chips.csv").write_text("image,mask\n" + rows + "../d/nope.tif,../m/nope.tif\n")
+    rows = [{"image": f"../d/site{i}_a.tif", "mask": f"../m/site{i}_a.tif"} for i in range(6)]
+    manifest = write_manifest_dataset(sub / "chips.csv", rows)
+    with manifest.open("a") as f:
+        f.write("../d/nope.tif,../m/nope.tif\n")  # a row whose files do not exist
     scan = scan_layout(sub / "chips.csv", seed=1)
     assert len(scan.records) == 6
     assert {r.site for r in scan.records} == {f"site{i}" for i in range(6)}

@@ -23,6 +23,7 @@ from pvdetect.data.packed import (
 )
 from pvdetect.data.raster import write_raster
 from pvdetect.errors import ConfigError, DataError
+from tests.fixtures import random_chip, write_folders_dataset
 
 ND = -9999.0
 T = Affine(10, 0, 500000, 0, -10, 5200000)
@@ -30,30 +31,26 @@ T = Affine(10, 0, 500000, 0, -10, 5200000)
 
 def chip(seed: int, size: int = 32, bands: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Image with a nodata band in the top rows, a NaN pixel, and a mask with nodata columns."""
-    rng = np.random.default_rng(seed)
-    img = rng.uniform(-500, 6000, (bands, size, size)).astype(np.float32)
+    img, mask = random_chip(seed, size, bands=bands, low=-500, high=6000, pv_fraction=0.25)
     img[:, :3, :] = ND
     img[1, 5, 5] = ND  # one band nodata is enough to invalidate the pixel
     img[2, 6, 6] = np.nan
-    mask = (rng.random((1, size, size)) < 0.25).astype(np.float32)
     mask[:, :, :2] = ND
     return img, mask
 
 
 def write_dataset(root: Path, sizes: dict[str, list[int]], bands: int = 4) -> list[ChipRecord]:
-    """Folders of chips with explicit splits; returns records in file order."""
-    recs = []
-    seed = 0
-    for split, chip_sizes in sizes.items():
-        for size in chip_sizes:
-            img, mask = chip(seed, size, bands)
-            ip = root / "images" / f"s{seed}_{split}.tif"
-            mp = root / "masks" / f"s{seed}_{split}.tif"
-            write_raster(ip, img, crs="EPSG:32633", transform=T, nodata=ND)
-            write_raster(mp, mask, crs="EPSG:32633", transform=T, nodata=ND)
-            recs.append(ChipRecord(ip, mp, split, f"s{seed}", f"s{seed}_{split}"))
-            seed += 1
-    return recs
+    """Folders of chips ``s<i>_<split>`` (chip i from seed i) with explicit splits; returns
+    records in file order."""
+    chips = [(split, size) for split, chip_sizes in sizes.items() for size in chip_sizes]
+    stems = [f"s{i}_{split}" for i, (split, _) in enumerate(chips)]
+    pairs = write_folders_dataset(
+        root, stems, lambda i, _: chip(i, chips[i][1], bands), transform=T, nodata=ND
+    )
+    return [
+        ChipRecord(ip, mp, split, f"s{i}", stems[i])
+        for i, ((ip, mp), (split, _)) in enumerate(zip(pairs, chips, strict=True))
+    ]
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pvdetect.cli import main
 from pvdetect.data.raster import write_raster
 from pvdetect.data.stats import RunningBandStats
 from pvdetect.data.validate import check_dataset
+from tests.fixtures import brazil_paths, random_chip, write_brazil_dataset, write_folders_dataset
 
 ND = -9999.0
 T = Affine(10, 0, 500000, 0, -10, 5200000)
@@ -23,27 +24,22 @@ SIZE = 32
 
 def chip_arrays(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A 4-band image with a nodata border and a {0,1,nodata} mask."""
-    rng = np.random.default_rng(seed)
-    img = rng.uniform(0, 5000, (4, SIZE, SIZE)).astype(np.float32)
-    mask = (rng.random((1, SIZE, SIZE)) < 0.3).astype(np.float32)
+    img, mask = random_chip(seed, SIZE, low=0, high=5000, pv_fraction=0.3)
     img[:, :4, :] = ND
     mask[:, :4, :] = ND
     return img, mask
 
 
 def make_dataset(root: Path) -> Path:
-    """Brazil layout: train 6 chips from 3 sites, val 2 chips from 2 sites."""
-    sites = []
-    for split, n_chips in (("train", 6), ("val", 2)):
-        for n in range(1, n_chips + 1):
-            img, mask = chip_arrays(n + (100 if split == "val" else 0))
-            write_raster(root / split / "input" / f"img({n}).tif", img, crs="EPSG:32633",
-                         transform=T, nodata=ND)  # fmt: skip
-            write_raster(root / split / "labels" / f"target({n}).tif", mask, crs="EPSG:32633",
-                         transform=T, nodata=ND)  # fmt: skip
-            sites.append(f"{split},{n},{split}{(n - 1) // 2}")
-    (root / "sites.csv").write_text("split,n,site\n" + "\n".join(sites) + "\n")
-    return root
+    """Brazil layout: train 6 chips from 3 sites, val 2 chips from 1 site."""
+    return write_brazil_dataset(
+        root,
+        {"train": 6, "val": 2},
+        lambda split, n: chip_arrays(n + (100 if split == "val" else 0)),
+        sites=lambda split, n: f"{split}{(n - 1) // 2}",
+        transform=T,
+        nodata=ND,
+    )
 
 
 @pytest.fixture
@@ -52,11 +48,11 @@ def data(tmp_path: Path) -> Path:
 
 
 def img_path(root: Path, n: int = 1, split: str = "train") -> Path:
-    return root / split / "input" / f"img({n}).tif"
+    return brazil_paths(root, split, n)[0]
 
 
 def mask_path(root: Path, n: int = 1, split: str = "train") -> Path:
-    return root / split / "labels" / f"target({n}).tif"
+    return brazil_paths(root, split, n)[1]
 
 
 def only_problem(root: Path) -> str:
@@ -199,10 +195,7 @@ def test_declared_split_empty(data: Path) -> None:
 
 
 def test_val_empty_with_one_site(tmp_path: Path) -> None:
-    for i in range(3):
-        img, mask = chip_arrays(i)
-        write_raster(tmp_path / "images" / f"site_{i}.tif", img, crs="EPSG:32633", transform=T)
-        write_raster(tmp_path / "masks" / f"site_{i}.tif", mask, crs="EPSG:32633", transform=T)
+    write_folders_dataset(tmp_path, [f"site_{i}" for i in range(3)], lambda i, _: chip_arrays(i))
     assert "split val is empty (3 chip pair(s) from 1 site(s))" in only_problem(tmp_path)
     assert not (tmp_path / ".pvdetect_split.json").exists()  # check never writes
 

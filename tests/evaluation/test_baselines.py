@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from affine import Affine
 
 from pvdetect.cli import main
 from pvdetect.data.packed import load_split
-from pvdetect.data.raster import write_raster
+from pvdetect.errors import DataError
 from pvdetect.evaluation.baseline_runs import evaluate_baselines, run_baselines
 from pvdetect.evaluation.baselines import (
     LogisticBaseline,
@@ -23,44 +22,28 @@ from pvdetect.evaluation.baselines import (
     fit_baselines,
 )
 from pvdetect.evaluation.sections import SECTIONS
+from tests.fixtures import grid, plant_pattern, write_brazil_dataset
 
 ND = -9999.0
 PLANTED = 1500.0
 
 
 def write_planted(root: Path, splits: dict[str, int], seed: int = 0) -> Path:
-    """Chips where PV has NIR in [500, 1400] and background in [1600, 5000]: t = 1500 fits."""
+    """Chips with one plant each whose NIR is in [500, 1400], background NIR in [1600, 5000]:
+    t = 1500 fits. Image nodata in the top 2 rows, unlabelled bottom 2 rows."""
     rng = np.random.default_rng(seed)
-    n = 1
-    for split, count in splits.items():
-        for _ in range(count):
-            pv = np.zeros((32, 32), np.float32)
-            y, x = rng.integers(2, 20, 2)
-            pv[y : y + 8, x : x + 10] = 1
-            img = rng.uniform(300, 1200, (4, 32, 32)).astype(np.float32)
-            img[3] = np.where(
-                pv == 1, rng.uniform(500, 1400, pv.shape), rng.uniform(1600, 5000, pv.shape)
-            )
-            img[:, :2, :] = ND
-            mask = pv.copy()
-            mask[-2:, :] = ND
-            t = Affine(10, 0, 600_000 + 500 * n, 0, -10, 5_000_000)
-            write_raster(
-                root / split / "input" / f"img({n}).tif",
-                img,
-                crs="EPSG:32633",
-                transform=t,
-                nodata=ND,
-            )
-            write_raster(
-                root / split / "labels" / f"target({n}).tif",
-                mask,
-                crs="EPSG:32633",
-                transform=t,
-                nodata=ND,
-            )
-            n += 1
-    return root
+
+    def make(split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        img, mask = plant_pattern(
+            rng, 32, plants=(1, 1), side=(8, 10), pv_nir=(500, 1400), bg_nir=(1600, 5000)
+        )
+        img[:, :2, :] = ND
+        mask[:, -2:, :] = ND
+        return img, mask
+
+    return write_brazil_dataset(
+        root, splits, make, numbering="global", transform=lambda n: grid(600_000 + 500 * n, 5e6)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +123,9 @@ def test_logistic_needs_both_classes() -> None:
     px = TrainingPixels(
         0, 10, np.zeros(2), np.zeros(1), np.zeros(1), np.ones((10, 4)), np.zeros(10, np.uint8)
     )
-    with pytest.raises(Exception, match="PV and background"):
+    with pytest.raises(
+        DataError, match="^training split: the logistic baseline needs PV and background pixels$"
+    ):
         LogisticBaseline().fit(px)
 
 

@@ -9,61 +9,39 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from affine import Affine
 
 from pvdetect.cli import main
 from pvdetect.data.packed import load_split
-from pvdetect.data.raster import read_raster, write_raster
+from pvdetect.data.raster import read_raster
+from pvdetect.errors import ConfigError
 from pvdetect.evaluation.baseline_runs import run_baselines
 from pvdetect.evaluation.engine import EvalSettings, evaluate_predictor
 from pvdetect.evaluation.grids import select_grid
 from pvdetect.evaluation.sections import SECTIONS
+from tests.fixtures import brazil_paths, grid, plant_pattern, write_brazil_dataset
 
 ND = -9999.0
-CRS = "EPSG:32633"
 
 
-def write_chip(
-    root: Path,
-    split: str,
-    n: int,
-    rng: np.random.Generator,
-    size: int = 32,
-    pv_nir: float = 1500.0,
-    bg_nir: float = 2600.0,
-    noise: float = 350.0,
-) -> None:
-    """One 4-band chip with 0-2 rectangular plants, a nodata strip and unlabelled corner."""
-    pv = np.zeros((size, size), np.float32)
-    for _ in range(int(rng.integers(0, 3))):
-        y, x = rng.integers(0, size - 8, 2)
-        h, w = rng.integers(3, 9, 2)
-        pv[y : y + h, x : x + w] = 1
-    img = np.empty((4, size, size), np.float32)
-    img[0] = np.where(pv == 1, 900, 500) + rng.normal(0, 60, (size, size))
-    img[1] = np.where(pv == 1, 850, 700) + rng.normal(0, 60, (size, size))
-    img[2] = np.where(pv == 1, 800, 450) + rng.normal(0, 60, (size, size))
-    img[3] = np.where(pv == 1, pv_nir, bg_nir) + rng.normal(0, noise, (size, size))
-    img[:, :, :3] = ND  # image nodata strip
-    img[2, 5, 10] = ND  # a single invalid band
-    mask = pv.copy()
-    mask[-4:, -4:] = ND  # unlabelled corner
-    t = Affine(10.0, 0, 500_000.0 + 1000 * n, 0, -10.0, 5_300_000.0)
-    write_raster(root / split / "input" / f"img({n}).tif", img, crs=CRS, transform=t, nodata=ND)
-    write_raster(
-        root / split / "labels" / f"target({n}).tif", mask, crs=CRS, transform=t, nodata=ND
-    )
+def write_dataset(root: Path, splits: dict[str, int], seed: int = 0) -> Path:
+    """A tiny Solar-Plants-Brazil dataset; chip numbers are unique across splits.
 
-
-def write_dataset(root: Path, splits: dict[str, int], seed: int = 0, **kw: float) -> Path:
-    """A tiny Solar-Plants-Brazil dataset; chip numbers are unique across splits."""
+    Chips of 32 px with 0-2 plants that are dark in NIR; PV and background NIR ranges overlap
+    around the fake model's threshold (2050), so it makes errors of both kinds. Image nodata in
+    the 3 left columns and in one band of pixel (5, 10); an unlabelled 4 x 4 bottom-right corner.
+    """
     rng = np.random.default_rng(seed)
-    n = 1
-    for split, count in splits.items():
-        for _ in range(count):
-            write_chip(root, split, n, rng, **kw)
-            n += 1
-    return root
+
+    def make(split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        img, mask = plant_pattern(rng, 32, pv_nir=(900, 2300), bg_nir=(1800, 3200))
+        img[:, :, :3] = ND  # image nodata strip
+        img[2, 5, 10] = ND  # a single invalid band
+        mask[:, -4:, -4:] = ND  # unlabelled corner
+        return img, mask
+
+    return write_brazil_dataset(
+        root, splits, make, numbering="global", transform=lambda n: grid(500_000 + 1000 * n, 5.3e6)
+    )
 
 
 def nir_prob_np(img: np.ndarray) -> np.ndarray:
@@ -89,7 +67,7 @@ def numpy_reference(root: Path, split: str, threshold: float) -> dict:
     for img_path in sorted((root / split / "input").glob("img(*).tif")):
         n = re.search(r"\((\d+)\)", img_path.name).group(1)
         img, _ = read_raster(img_path)
-        mask, _ = read_raster(root / split / "labels" / f"target({n}).tif")
+        mask, _ = read_raster(brazil_paths(root, split, int(n))[1])
         mask = mask[0]
         ok = (img != ND).all(0) & np.isfinite(img).all(0) & (mask != ND)
         prob = nir_prob_np(img).astype(np.float32)
@@ -201,7 +179,8 @@ def test_upscaled_evaluation_matches_native_counts(dataset: Path, tmp_path: Path
         assert ups["pixel"][k] == 4 * native["pixel"][k]
     assert ups["object"]["total_true_ha"] == pytest.approx(native["object"]["total_true_ha"])
     assert ups["data"]["resolution"] == "upscaled x2"
-    with pytest.raises(Exception, match="do not match"):
+    msg = r"^predictions of shape \(64, 64\) do not match chips of 32x32 \(upscale factor 1\)$"
+    with pytest.raises(ConfigError, match=msg):
         evaluate_predictor(up, cache, idx, 0.5, EvalSettings(upscale_factor=1))
 
 

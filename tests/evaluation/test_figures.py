@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import matplotlib
+import matplotlib.colors as mcolors
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -37,17 +39,53 @@ def test_error_image_colours() -> None:
     assert len({f.COLOURS[n] for n in names}) == 5
 
 
-def test_figures_are_png() -> None:
+def _decode(
+    png: bytes, figsize: tuple[float, float], dpi: int = 90, slack: float = 0.25
+) -> np.ndarray:
+    """The RGB pixels of a PNG of about ``figsize`` x ``dpi`` (a tight box adds or cuts a bit)."""
+    assert png.startswith(PNG)
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    h, w = img.shape[:2]
+    for got, inches in ((w, figsize[0]), (h, figsize[1])):
+        assert (1 - slack) * inches * dpi <= got <= (1 + slack) * inches * dpi, (w, h, figsize)
+    assert (img < 250).any(axis=-1).mean() > 0.02  # not a blank page
+    return img
+
+
+def _pixels_of(img: np.ndarray, colour: str | tuple[int, int, int], tol: int = 20) -> int:
+    """Pixels drawn in ``colour``, also where anti-aliasing blends it with the white page."""
+    rgb = np.array(mcolors.to_rgb(colour) if isinstance(colour, str) else colour, float)
+    rgb = rgb * 255 if rgb.max() <= 1 else rgb
+    shades = [255 + a * (rgb - 255) for a in (0.5, 0.65, 0.8, 1.0)]
+    dist = np.min([np.abs(img.astype(float) - c).max(axis=-1) for c in shades], axis=0)
+    return int((dist <= tol).sum())
+
+
+def test_figures_are_decodable_pngs_showing_their_data() -> None:
     conf = {"tp": 5, "fp": 2, "fn": 1, "tn": 100}
-    assert f.fig_confusion(conf).startswith(PNG)
+    img = _decode(f.fig_confusion(conf), (3.8, 3.4))
+    blues = matplotlib.colormaps["Blues"]
+    for share in (100 / 102, 2 / 102, 1 / 6, 5 / 6):  # each cell coloured by its row share
+        assert _pixels_of(img, tuple(round(255 * v) for v in blues(share)[:3]), 3) > 2000, share
     edges = np.linspace(0, 1, 11)
-    assert f.fig_probability_histogram(edges, [0] * 9 + [5], [7] + [0] * 9, 0.5).startswith(PNG)
+    pos = [0, 0, 0, 0, 1, 2, 3, 5, 8, 13]
+    neg = [20, 13, 8, 5, 3, 2, 1, 0, 0, 0]
+    img = _decode(f.fig_probability_histogram(edges, pos, neg, 0.5), (5.2, 3.2))
+    assert _pixels_of(img, "#e6550d") > 200  # PV
+    assert _pixels_of(img, "#4d4d4d") > 200  # background
     t = np.linspace(0, 1, 11)
-    assert f.fig_pr_curve(1 - t, t, chosen=(0.5, 0.5), best=(0.6, 0.6), prevalence=0.1).startswith(
-        PNG
+    img = _decode(
+        f.fig_pr_curve(1 - t, t, chosen=(0.5, 0.5), best=(0.6, 0.6), prevalence=0.1), (4.2, 3.6)
     )
-    assert f.fig_threshold_curves(t, t, t * 0.8, chosen=0.5, best=0.4).startswith(PNG)
-    assert f.fig_prediction_grid([]).startswith(PNG)
+    assert _pixels_of(img, "#3182bd") > 200  # the curve
+    assert _pixels_of(img, "#e6550d") > 40  # the best-F1 star
+    plain = _decode(f.fig_pr_curve(1 - t, t), (4.2, 3.6))
+    assert _pixels_of(plain, "#e6550d") == 0  # no star without a best point
+    img = _decode(f.fig_threshold_curves(t, t, t * 0.8, chosen=0.5, best=0.4), (4.8, 3.4))
+    assert _pixels_of(img, "#3182bd") > 200 and _pixels_of(img, "#31a354") > 200  # F1, IoU
+    assert _pixels_of(img, "#e6550d") > 40  # the best-threshold line
+    img = _decode(f.fig_prediction_grid([]), (4, 1))
+    assert (img.max(axis=-1) < 80).sum() > 30  # the "no chips" text
 
 
 def test_prediction_mosaic_layout() -> None:

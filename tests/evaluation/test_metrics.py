@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,24 +268,64 @@ def test_histogram_rejects_bad_bins_and_shapes() -> None:
         ThresholdHistogram(4).update(torch.zeros(1, 4, 4), torch.zeros(1, 4, 5), None)
 
 
-def test_histogram_sync_is_noop_without_distributed_and_sums_with_gloo(tmp_path) -> None:
+def test_histogram_sync_is_noop_without_distributed() -> None:
     bins = 16
     hist = _filled(bins, [_random_batch(3, bins)])
     before = hist.counts.clone()
     assert not dist.is_initialized()
     assert hist.sync() is hist
     assert torch.equal(hist.counts, before)
+    empty = ThresholdHistogram(bins)
+    assert empty.sync().counts is None  # nothing allocated without a process group
+
+
+def _sync_worker(rank: int, world: int, port: int, out: str) -> None:
+    """One rank of a 2-process gloo group: sync a filled and an empty histogram, save them."""
     dist.init_process_group(
-        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=60),
     )
     try:
-        hist.sync()
-        assert torch.equal(hist.counts, before)  # a world of one: the sum is itself
-        empty = ThresholdHistogram(bins)
-        empty.sync()
-        assert empty.total == 0 and empty.counts is not None
+        bins = 16
+        hist = _filled(bins, [_random_batch(3 + rank, bins)])  # a different histogram per rank
+        only_rank0 = (
+            _filled(bins, [_random_batch(9, bins)]) if rank == 0 else ThresholdHistogram(bins)
+        )
+        result = {
+            "before": hist.counts.clone(),
+            "after": hist.sync().counts.clone(),
+            "only_rank0": only_rank0.sync().counts.clone(),
+        }
+        torch.save(result, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_histogram_sync_sums_over_two_gloo_processes(tmp_path: Path) -> None:
+    bins = 16
+    torch.multiprocessing.spawn(
+        _sync_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True
+    )
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    # each rank held its own histogram (as built here), and both now hold the sum
+    want0 = _filled(bins, [_random_batch(3, bins)]).counts
+    want1 = _filled(bins, [_random_batch(4, bins)]).counts
+    assert torch.equal(r0["before"], want0) and torch.equal(r1["before"], want1)
+    assert not torch.equal(want0, want1)
+    assert torch.equal(r0["after"], want0 + want1)
+    assert torch.equal(r1["after"], want0 + want1)
+    # a rank that saw no pixel joins the sum with zeros and ends with the others' counts
+    only = _filled(bins, [_random_batch(9, bins)]).counts
+    assert torch.equal(r0["only_rank0"], only) and torch.equal(r1["only_rank0"], only)
 
 
 # ---------------------------------------------------------------- objects
@@ -384,4 +427,4 @@ def test_object_accumulator_sums_images() -> None:
     assert d["recall"] == pytest.approx(2 / 6)
     assert d["n_true"] == 6 and d["n_pred"] == 8
     assert d["area_error_ha"] == pytest.approx(r.total_pred_ha - r.total_true_ha)
-    assert isinstance(ObjectMetrics() + r, ObjectMetrics)
+    assert (ObjectMetrics() + r).to_dict() == r.to_dict()  # the empty result adds nothing

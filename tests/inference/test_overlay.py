@@ -19,6 +19,7 @@ from pvdetect.inference.colours import OUTLINE_RGB
 from pvdetect.inference.overlay import QuickLook, png_bytes, stretch, write_overlay
 from pvdetect.inference.plants import Plant
 from pvdetect.inference.tiling import StripReader
+from tests.fixtures import write_scene
 
 T = Affine(10, 0, 500000, 0, -10, 5300000)
 
@@ -37,7 +38,7 @@ def test_quicklook_matches_a_decimated_read(
     img = rng.uniform(100, 3000, size=(4, 203, 150)).astype(np.float32)
     img[:, :7, :9] = -9999.0
     scene = tmp_path / "s.tif"
-    write_raster(scene, img, crs="EPSG:32633", transform=Affine(10, 0, 0, 0, -10, 0))
+    write_scene(scene, img, transform=Affine(10, 0, 0, 0, -10, 0))
     plan = _plan(scene, tile=64, padded_width=192)
     ql = QuickLook(plan, max_side=max_side)
     with rasterio.open(scene) as ds:
@@ -87,7 +88,7 @@ def test_overlay_draws_outlines_on_the_stretched_scene(tmp_path: Path) -> None:
     img[:, 20:, :] = 3000.0
     img[:, :, :3] = -9999.0
     scene = tmp_path / "s.tif"
-    write_raster(scene, img, crs="EPSG:32633", transform=T)
+    write_scene(scene, img, transform=T)
     plan = _plan(scene)
     plant = Plant(1, box(500000 + 100, 5300000 - 300, 500000 + 300, 5300000 - 100), 4e4, 0.9, 1)
     out = tmp_path / "o.png"

@@ -4,6 +4,7 @@ input, CLI."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from pathlib import Path
 
@@ -14,10 +15,10 @@ import rasterio
 import rasterio.shutil
 import torch
 from affine import Affine
+from PIL import Image
 from torch import nn
 
 from pvdetect.cli import main
-from pvdetect.data.raster import write_raster
 from pvdetect.errors import ConfigError
 from pvdetect.inference.predict import PredictOptions, predict_scene
 from pvdetect.inference.tiling import (
@@ -30,6 +31,7 @@ from pvdetect.inference.tiling import (
 )
 from pvdetect.model.bundle import Bundle, BundleMeta, UpscaleMeta, load_bundle, save_bundle
 from pvdetect.model.factory import build_model
+from tests.fixtures import write_random_scene, write_scene
 
 UTM = "EPSG:32633"
 T_UTM = Affine(10, 0, 500010, 0, -10, 5300020)
@@ -68,13 +70,10 @@ def unet_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_bundle(tmp_path_factory.mktemp("b") / "bundle", model, _meta())
 
 
-def _scene(path: Path, arr: np.ndarray, crs: str | None = UTM, transform: Affine = T_UTM) -> Path:
-    return write_raster(path, arr.astype(np.float32), crs=crs, transform=transform, nodata=-9999)
-
-
-def _random_scene(path: Path, h: int, w: int, seed: int = 0, bands: int = 4) -> Path:
-    rng = np.random.default_rng(seed)
-    return _scene(path, rng.uniform(0, 3000, (bands, h, w)))
+#: scenes (nodata -9999) on the 10 m UTM 33N grid of these tests, near 15.07 E, 47.85 N
+utm_scene = functools.partial(write_scene, transform=T_UTM)
+#: uniform reflectance in [0, 3000) on that grid: ``random_scene(path, h, w, seed=, bands=)``
+random_scene = functools.partial(write_random_scene, transform=T_UTM)
 
 
 def _read(path: Path) -> tuple[np.ndarray, dict]:
@@ -108,7 +107,7 @@ def test_tiled_matches_whole_scene_away_from_border(tmp_path: Path) -> None:
     bundle = _local_bundle()
     rng = np.random.default_rng(1)
     img = rng.uniform(0, 3000, (4, 150, 130)).astype(np.float32)
-    scene = _scene(tmp_path / "s.tif", img)
+    scene = utm_scene(tmp_path / "s.tif", img)
     opts = PredictOptions(tile=64, overlap=32, **QUIET)
     res = predict_scene(bundle, scene, tmp_path / "out", opts)
     assert res.tiles == 16
@@ -125,7 +124,7 @@ def test_no_overlap_shows_tile_seams(tmp_path: Path) -> None:
     """Control: with touching tiles (128 = 2 x 64, overlap 0) seams differ from the whole scene."""
     bundle = _local_bundle()
     img = np.random.default_rng(1).uniform(0, 3000, (4, 128, 128)).astype(np.float32)
-    scene = _scene(tmp_path / "s.tif", img)
+    scene = utm_scene(tmp_path / "s.tif", img)
     whole = bundle.predict_probs(torch.from_numpy(img)[None], torch.ones(1, 128, 128, dtype=bool))
     seams = predict_scene(
         bundle, scene, tmp_path / "a", PredictOptions(tile=64, overlap=0, **QUIET)
@@ -140,18 +139,19 @@ def test_no_overlap_shows_tile_seams(tmp_path: Path) -> None:
     assert d_blend.max() < 0.01
 
 
-def _plants_scene(path: Path, h: int = 200, w: int = 180) -> Path:
+def _plants_image(h: int = 200, w: int = 180) -> np.ndarray:
+    """Three bright-NIR plants (PV for the NIR bundle) on a dark-NIR background."""
     rng = np.random.default_rng(2)
     img = rng.uniform(200, 900, (4, h, w)).astype(np.float32)
     img[3] = 500.0
     img[3, 50:80, 40:70] = 3000.0  # 30 x 30 px = 9 ha, crosses tile borders (stride 48)
     img[3, 150:155, 150:155] = 3000.0  # 5 x 5 px = 0.25 ha
     img[3, 20:22, 150:152] = 3000.0  # 2 x 2 px = 400 m2
-    return _scene(path, img)
+    return img
 
 
 def test_plant_across_tile_borders_is_one_polygon(tmp_path: Path) -> None:
-    scene = _plants_scene(tmp_path / "p.tif")
+    scene = utm_scene(tmp_path / "p.tif", _plants_image())
     opts = PredictOptions(tile=64, overlap=16, overlay=False, min_area_m2=1000, geojson=True)
     res = predict_scene(_nir_bundle(), scene, tmp_path / "out", opts)
     assert res.plants == 2
@@ -188,7 +188,7 @@ def test_nodata_stays_nodata(tmp_path: Path) -> None:
     invalid = np.zeros((90, 70), bool)
     invalid[10:30, 5:25] = True
     invalid[50, 50] = invalid[60, 10] = True
-    scene = _scene(tmp_path / "n.tif", img)
+    scene = utm_scene(tmp_path / "n.tif", img)
     res = predict_scene(_local_bundle(), scene, tmp_path / "out", PredictOptions(**QUIET))
     prob, pinfo = _read(res.prob_path)
     mask, minfo = _read(res.mask_path)
@@ -213,7 +213,7 @@ def test_outputs_on_exact_input_grid(
 ) -> None:
     h, w = hw
     t = Affine(10, 0, 612345.0, 0, -10, 5123455.0)
-    scene = _scene(tmp_path / "g.tif", np.random.default_rng(4).uniform(0, 3000, (4, h, w)), UTM, t)
+    scene = write_random_scene(tmp_path / "g.tif", h, w, seed=4, transform=t)
     res = predict_scene(load_bundle(unet_bundle), scene, tmp_path / "out", PredictOptions())
     for path in (res.prob_path, res.mask_path):
         arr, info = _read(path)
@@ -230,7 +230,8 @@ def test_outputs_on_exact_input_grid(
                     np.testing.assert_allclose(half, _halves(arr), atol=1e-6)
                 else:
                     np.testing.assert_array_equal(half, _max_halves(arr))
-    assert res.overlay_path.is_file()
+    with Image.open(res.overlay_path) as overlay:  # the whole scene, below the 2048 px cap
+        assert overlay.size == (w, h) and overlay.mode == "RGB"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         ["g_prob.tif", "g_prob.qml", "g_mask.tif", "g_mask.qml", "g_plants.gpkg",
          "g_overlay.png", "g_overlay.pgw", "g_overlay.png.aux.xml"]
@@ -238,7 +239,7 @@ def test_outputs_on_exact_input_grid(
 
 
 def test_upscaled_output_grid(tmp_path: Path) -> None:
-    scene = _random_scene(tmp_path / "u.tif", 50, 70)
+    scene = random_scene(tmp_path / "u.tif", 50, 70)
     bundle = _local_bundle(factor=2)
     native = predict_scene(bundle, scene, tmp_path / "a", PredictOptions(**QUIET))
     up = predict_scene(bundle, scene, tmp_path / "b", PredictOptions(upscaled_output=True, **QUIET))
@@ -251,14 +252,14 @@ def test_upscaled_output_grid(tmp_path: Path) -> None:
 
 
 def test_tta_of_pixelwise_model_changes_nothing(tmp_path: Path) -> None:
-    scene = _plants_scene(tmp_path / "p.tif", 70, 90)
+    scene = utm_scene(tmp_path / "p.tif", _plants_image(70, 90))
     a = predict_scene(_nir_bundle(), scene, tmp_path / "a", PredictOptions(**QUIET))
     b = predict_scene(_nir_bundle(), scene, tmp_path / "b", PredictOptions(tta=True, **QUIET))
     np.testing.assert_allclose(_read(a.prob_path)[0], _read(b.prob_path)[0], atol=1e-3)
 
 
 def test_bad_tile_options(tmp_path: Path) -> None:
-    scene = _random_scene(tmp_path / "s.tif", 40, 40)
+    scene = random_scene(tmp_path / "s.tif", 40, 40)
     bundle = _local_bundle()
     with pytest.raises(ConfigError, match="multiple of 32"):
         plan_scene(bundle, scene, PredictOptions(tile=50))
@@ -270,7 +271,7 @@ def test_accumulator_covers_one_tile_row(tmp_path: Path) -> None:
     """Memory bound: blending state is tile x width, whatever the scene height."""
     from pvdetect.inference.tiling import Blender
 
-    scene = _random_scene(tmp_path / "tall.tif", 400, 70)
+    scene = random_scene(tmp_path / "tall.tif", 400, 70)
     plan = plan_scene(_local_bundle(), scene, PredictOptions(tile=64, overlap=16))
     blender = Blender(plan, torch.device("cpu"))
     assert tuple(blender.acc.shape) == (2, 64, 70)  # weighted sums and weights
@@ -294,7 +295,7 @@ def test_failing_writes_are_output_errors(tmp_path: Path) -> None:
         def close(self) -> None:
             pass
 
-    scene = _random_scene(tmp_path / "s.tif", 70, 50)
+    scene = random_scene(tmp_path / "s.tif", 70, 50)
     bundle = _local_bundle()
     plan = plan_scene(bundle, scene, PredictOptions(tile=32, overlap=8))
     with pytest.raises(OutputError, match="work: cannot write output .*No space left"):
@@ -316,9 +317,9 @@ def test_failing_writes_are_output_errors(tmp_path: Path) -> None:
 def test_cli_folder_summary_and_geojson(tmp_path: Path, unet_bundle: Path, capsys) -> None:
     src = tmp_path / "scenes"
     src.mkdir()
-    _random_scene(src / "a.tif", 60, 80, seed=1)
-    _random_scene(src / "b.tif", 45, 33, seed=2)
-    _random_scene(src / "a_mask.tif", 60, 80)  # must be skipped
+    random_scene(src / "a.tif", 60, 80, seed=1)
+    random_scene(src / "b.tif", 45, 33, seed=2)
+    random_scene(src / "a_mask.tif", 60, 80)  # must be skipped
     out = tmp_path / "out"
     rc = main(["predict", str(unet_bundle), str(src), "--out", str(out), "--geojson",
                "--min-area", "0", "--batch-size", "3", "--device", "cpu"])  # fmt: skip
@@ -335,7 +336,8 @@ def test_cli_folder_summary_and_geojson(tmp_path: Path, unet_bundle: Path, capsy
         plants = pyogrio.read_info(out / f"{stem}_plants.gpkg", layer="plants")["features"]
         assert int(r["plants"]) == plants
         assert float(r["seconds"]) > 0
-        assert float(r["total_ha"]) >= 0
+        _, _, _, fields = pyogrio.raw.read(out / f"{stem}_plants.gpkg", columns=["area_ha"])
+        assert float(r["total_ha"]) == pytest.approx(float(np.sum(fields[0])), abs=1e-4)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
@@ -343,20 +345,20 @@ def _bad_case(kind: str, tmp: Path, bundle: Path) -> tuple[list[str], Path, str]
     out = tmp / "out"
     scene = tmp / "s.tif"
     if kind == "bands":
-        _random_scene(scene, 40, 40, bands=3)
+        random_scene(scene, 40, 40, bands=3)
         return [str(bundle), str(scene)], out, "3 bands"
     if kind == "nocrs":
-        _scene(scene, np.ones((4, 40, 40)), crs=None, transform=Affine.identity())
+        write_scene(scene, np.ones((4, 40, 40), np.float32), crs=None, transform=Affine.identity())
         return [str(bundle), str(scene)], out, "no CRS"
     if kind == "unreadable":
         scene.write_text("not a tiff")
         return [str(bundle), str(scene)], out, "not a readable raster"
     if kind == "outdir":
-        _random_scene(scene, 40, 40)
+        random_scene(scene, 40, 40)
         (tmp / "file").write_text("x")
         return [str(bundle), str(scene)], tmp / "file" / "out", "file"
     assert kind == "bundle"
-    _random_scene(scene, 40, 40)
+    random_scene(scene, 40, 40)
     return [str(tmp / "missing_bundle"), str(scene)], out, "bundle not found"
 
 
@@ -373,8 +375,8 @@ def test_cli_bad_input(tmp_path: Path, unet_bundle: Path, kind: str, capsys) -> 
 
 
 def test_failed_scene_leaves_no_files(tmp_path: Path, unet_bundle: Path, capsys) -> None:
-    good = _random_scene(tmp_path / "good.tif", 40, 40)
-    big = _random_scene(tmp_path / "big.tif", 256, 256)
+    good = random_scene(tmp_path / "good.tif", 40, 40)
+    big = random_scene(tmp_path / "big.tif", 256, 256)
     broken = tmp_path / "broken.tif"
     rasterio.shutil.copy(str(big), str(broken), driver="COG", compress="DEFLATE", blocksize=64)
     data = broken.read_bytes()

@@ -8,51 +8,37 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from affine import Affine
 from spandrel.architectures.ESRGAN import ESRGAN
 
 from pvdetect.cli import main
-from pvdetect.data.raster import read_raster, write_raster
+from pvdetect.data.raster import read_raster
+from tests.fixtures import brazil_paths, grid, random_chip, write_brazil_dataset
 
 NODATA = -9999.0
-CRS = "EPSG:32633"
 
 
-def _write_chip(root: Path, split: str, n: int, seed: int, size: int = 32) -> None:
-    rng = np.random.default_rng(seed)
-    img = rng.uniform(200, 3000, (4, size, size)).astype(np.float32)
+def _chip(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    img, mask = random_chip(seed, 32, low=200, high=3000, pv_fraction=0.3)
     img[:, :, :4] = NODATA  # a nodata strip on the left
     img[2, 10, 10] = NODATA  # one band invalid -> pixel invalid
-    mask = (rng.random((size, size)) > 0.7).astype(np.float32)
-    mask[:2] = NODATA  # unlabelled rows at the top
-    transform = Affine(10.0, 0.0, 500000.0 + 1000 * n, 0.0, -10.0, 5300000.0)
-    write_raster(
-        root / split / "input" / f"img({n}).tif", img, crs=CRS, transform=transform, nodata=NODATA
-    )
-    write_raster(
-        root / split / "labels" / f"target({n}).tif",
-        mask,
-        crs=CRS,
-        transform=transform,
-        nodata=NODATA,
-    )
+    mask[:, :2] = NODATA  # unlabelled rows at the top
+    return img, mask
 
 
 @pytest.fixture()
 def brazil(tmp_path: Path) -> Path:
-    root = tmp_path / "chips"
-    _write_chip(root, "train", 1, 1)
-    _write_chip(root, "train", 2, 2)
-    _write_chip(root, "val", 1, 3)
-    (root / "sites.csv").write_text("split,n,site\ntrain,1,a\ntrain,2,a\nval,1,b\n")
-    return root
+    """train 1, 2 (site a) and val 1 (site b), from seeds 1, 2, 3, each on its own grid."""
+    return write_brazil_dataset(
+        tmp_path / "chips",
+        {"train": 2, "val": 1},
+        lambda split, n: _chip(n + (2 if split == "val" else 0)),
+        sites=lambda split, n: "a" if split == "train" else "b",
+        transform=lambda n: grid(500_000 + 1000 * n, 5_300_000),
+    )
 
 
 def _pairs(root: Path) -> list[tuple[Path, Path]]:
-    return [
-        (root / s / "input" / f"img({n}).tif", root / s / "labels" / f"target({n}).tif")
-        for s, n in (("train", 1), ("train", 2), ("val", 1))
-    ]
+    return [brazil_paths(root, s, n) for s, n in (("train", 1), ("train", 2), ("val", 1))]
 
 
 @pytest.mark.parametrize("factor", [2, 4])

@@ -15,9 +15,9 @@ import shapely
 from affine import Affine
 from shapely.geometry import box
 
-from pvdetect.data.raster import write_raster
 from pvdetect.inference.plants import Plant, equal_area_crs, write_plants
 from pvdetect.inference.vectorize import PlantBuilder, polygon_prob_stats, vectorize_mask
+from tests.fixtures import write_scene
 
 UTM = "EPSG:32633"
 # 10 m pixels near the central meridian of UTM 33N (scale factor 0.9996 there)
@@ -26,13 +26,15 @@ UTM_SCALE = 0.9996
 
 
 def _mask(tmp: Path, m: np.ndarray, crs: str = UTM, transform: Affine = T_UTM) -> Path:
-    return write_raster(
+    """``tmp/mask.tif`` as predict writes it: uint8, nodata 255."""
+    return write_scene(
         tmp / "mask.tif", m.astype(np.uint8), crs=crs, transform=transform, nodata=255
     )
 
 
 def _prob(tmp: Path, p: np.ndarray, crs: str = UTM, transform: Affine = T_UTM) -> Path:
-    return write_raster(
+    """``tmp/prob.tif`` as predict writes it: float32, nodata -9999."""
+    return write_scene(
         tmp / "prob.tif", p.astype(np.float32), crs=crs, transform=transform, nodata=-9999
     )
 

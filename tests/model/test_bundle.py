@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -11,7 +12,6 @@ import torch
 
 from pvdetect.errors import BundleError
 from pvdetect.model.bundle import (
-    Bundle,
     BundleMeta,
     UpscaleMeta,
     load_bundle,
@@ -137,12 +137,52 @@ def test_bad_bundles_raise_one_line_errors(tmp_path: Path, model) -> None:
         load_bundle(path)
 
 
-def test_zip_bundle_ignores_unexpected_members(tmp_path: Path, model) -> None:
+KNOWN_MEMBERS = {"bundle.json", "model.safetensors", "sr_model.safetensors"}
+UNEXPECTED_MEMBERS = ["../evil.txt", "/abs/evil.txt", "sub/evil.txt", "evil.txt", "x/../evil2.txt"]
+
+
+def test_zip_bundle_never_extracts_unexpected_members(
+    tmp_path: Path, model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading a .pvb reads no member but the known file names, and writes nothing else."""
     path = save_bundle(tmp_path / "m.pvb", model, _meta())
     with zipfile.ZipFile(path, "a") as zf:
-        zf.writestr("../evil.txt", "x")
-    assert isinstance(load_bundle(path), Bundle)
-    assert not (tmp_path.parent / "evil.txt").exists()
+        for name in UNEXPECTED_MEMBERS:
+            zf.writestr(name, "x")
+    # every way of getting at a member's bytes (extract, extractall, read) goes through open()
+    opened: list[str] = []
+    real_open = zipfile.ZipFile.open
+
+    def spy_open(self, name, mode="r", *args, **kwargs):  # noqa: ANN001, ANN202
+        if mode == "r":
+            opened.append(name.filename if isinstance(name, zipfile.ZipInfo) else name)
+        return real_open(self, name, mode, *args, **kwargs)
+
+    # temporary folders live in a sandbox, and their contents are listed before they go
+    sandbox = tmp_path / "tmp"
+    sandbox.mkdir()
+    listings: list[list[str]] = []
+
+    class ListedTemporaryDirectory(tempfile.TemporaryDirectory):
+        def cleanup(self) -> None:
+            root = Path(self.name)
+            listings.append(sorted(str(p.relative_to(root)) for p in root.rglob("*")))
+            super().cleanup()
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", spy_open)
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", ListedTemporaryDirectory)
+    monkeypatch.setattr(tempfile, "tempdir", str(sandbox))
+    monkeypatch.chdir(sandbox)
+    b = load_bundle(path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+    assert "bundle.json" in opened and "model.safetensors" in opened
+    assert set(opened) <= KNOWN_MEMBERS, opened
+    for listing in listings:
+        assert set(listing) <= KNOWN_MEMBERS, listing
+    assert not list(tmp_path.rglob("evil*"))
+    assert not Path("/abs/evil.txt").exists()
+    assert list(sandbox.iterdir()) == []  # and the extraction folder is gone
 
 
 def test_resolve_device_names_bad_devices() -> None:

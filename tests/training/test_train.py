@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from pvdetect import cli
 from pvdetect.config import load_config
@@ -67,7 +70,9 @@ def test_run_folder_contents(full_run: Path, dataset: Path, capsys: pytest.Captu
     ):
         assert (full_run / name).is_file(), name  # fmt: skip
     assert list((full_run / "logs").glob("events.out.tfevents*"))
-    assert (full_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curves = np.asarray(Image.open(full_run / "curves.png").convert("RGB"))
+    assert curves.shape[0] > 100 and curves.shape[1] > 100
+    assert (curves < 250).any(axis=-1).mean() > 0.02  # something is drawn
     # resolved config, reusable as --config
     cfg = load_config(full_run / "config.yaml")
     assert cfg.data.root == str(dataset.resolve()) and cfg.out == str(full_run.resolve())
@@ -79,7 +84,7 @@ def test_run_folder_contents(full_run: Path, dataset: Path, capsys: pytest.Captu
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     for r in rows:
         for col in ("train_loss", "val_loss", "train_iou", "val_iou", "val_f1", "lr"):
-            assert float(r[col]) == pytest.approx(float(r[col]))  # not NaN
+            assert math.isfinite(float(r[col])), (r["epoch"], col)
         assert 0 <= float(r["val_iou"]) <= 1 and float(r["lr"]) == pytest.approx(1e-3)
     # bundle.json
     meta = json.loads((full_run / "bundle" / "bundle.json").read_text())
@@ -257,7 +262,10 @@ def test_cosine_schedule_and_sparse_validation(tmp_path: Path, dataset: Path) ->
     assert lrs[-1] < 0.004 * 0.05
     cfg = load_config(run / "config.yaml")
     assert cfg.optim.schedule == "cosine" and cfg.val_every == 2
-    assert load_bundle(run / "bundle").meta.val_metrics["loss"] is not None
+    # the bundle's validation loss is one of the logged ones (validated epochs only)
+    bundle_loss = load_bundle(run / "bundle").meta.val_metrics["loss"]
+    logged = [float(r["val_loss"]) for r in rows if r["val_loss"]]
+    assert any(bundle_loss == pytest.approx(v, rel=1e-5) for v in logged), (bundle_loss, logged)
     # every epoch still leaves a resumable checkpoint
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 4
 
