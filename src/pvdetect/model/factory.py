@@ -448,12 +448,16 @@ def _meta_stride(arch: str, encoder: str) -> int:
 def required_multiple(arch: str, encoder: str) -> int:
     """Input height and width must be a multiple of this (the encoder's output stride).
 
-    Typically 32 (5-stage encoders), 16 (deeplabv3plus, pan, ViT patch 16) or 8 (pspnet,
-    deeplabv3). Unet tolerates other sizes but 32 keeps its skip connections aligned.
+    Typically 32 (5-stage encoders, DPT on a ViT with 16 px patches), 16 (deeplabv3plus, pan)
+    or 8 (pspnet, deeplabv3). Unet tolerates other sizes but 32 keeps its skip connections
+    aligned.
     """
     name = _check_arch(arch)
     _check_encoder(encoder)
-    return _meta_stride(name, encoder)
+    stride = _meta_stride(name, encoder)
+    # DPT's reassemble stage halves the 1/stride token grid once more before fusing it with
+    # the other levels: sides must divide by 2 x stride (16 px patches: 32, not 16)
+    return 2 * stride if name == "dpt" else stride
 
 
 def min_input_size(arch: str, encoder: str) -> int:
