@@ -27,6 +27,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "predict PV on whole scenes: rasters, polygons, overlays",
     ),
     "upscale": ("pvdetect.commands.upscale", "write an upscaled copy of a chip dataset"),
+    "map": (
+        "pvdetect.commands.map",
+        "map PV plants over a region on Dask: tiles, mosaics, one plant layer",
+    ),
+    "export": ("pvdetect.commands.export", "export a bundle's network to ONNX (onnxruntime)"),
 }
 
 

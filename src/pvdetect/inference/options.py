@@ -26,6 +26,8 @@ class PredictOptions:
         upscaled_output: with an upscaling bundle, write rasters at the upscaled resolution.
         overlay: write ``<stem>_overlay.png``.
         overlay_max_side: long side of the overlay in pixels (at most).
+        prob_dtype: storage of the probability COG: "float32" (nodata -9999) or "uint8"
+            (0..250 for 0..1, nodata 255, GDAL scale 0.004: a quarter of the bytes).
     """
 
     tile: int | None = None
@@ -40,3 +42,4 @@ class PredictOptions:
     upscaled_output: bool = False
     overlay: bool = True
     overlay_max_side: int = 2048
+    prob_dtype: str = "float32"

@@ -32,6 +32,7 @@ FORMAT_VERSION = 1
 META_NAME = "bundle.json"
 WEIGHTS_NAME = "model.safetensors"
 SR_NAME = "sr_model.safetensors"
+ONNX_NAME = "model.onnx"  # bundles of ``"runtime": "onnx"`` (pvdetect.inference.onnx)
 
 
 @dataclass
@@ -226,7 +227,7 @@ def _bundle_dir(path: Path) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="pvdetect-bundle-") as tmp:
         with zipfile.ZipFile(path) as zf:
             names = {n for n in zf.namelist() if "/" not in n and ".." not in n}
-            for name in names & {META_NAME, WEIGHTS_NAME, SR_NAME}:
+            for name in names & {META_NAME, WEIGHTS_NAME, SR_NAME, ONNX_NAME}:
                 zf.extract(name, tmp)
         yield Path(tmp)
 
@@ -259,8 +260,16 @@ def _read_meta(path: Path, d: Path) -> BundleMeta:
     return meta
 
 
+def _runtime(d: Path) -> str:
+    """The ``runtime`` key of ``bundle.json`` (``"torch"`` when absent)."""
+    try:
+        return str(json.loads((d / META_NAME).read_text()).get("runtime", "torch"))
+    except (ValueError, AttributeError):
+        return "torch"
+
+
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
-    """Load a bundle; weights only through safetensors."""
+    """Load a bundle; weights only through safetensors (or an ONNX graph for onnxruntime)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -272,6 +281,10 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         raise BundleError(f"{path}: bundle not found")
     with _bundle_dir(path) as d:
         meta = _read_meta(path, d)
+        if _runtime(d) == "onnx":  # exported by ``pvdetect export --onnx``: onnxruntime runs it
+            from pvdetect.inference.onnx import load_onnx_bundle
+
+            return load_onnx_bundle(path, d, meta, device)
         weights = d / WEIGHTS_NAME
         if not weights.is_file():
             raise BundleError(f"{path}: not a bundle ({WEIGHTS_NAME} missing)")
