@@ -4,9 +4,7 @@ each once; workers and the whole run killed half-way change nothing."""
 from __future__ import annotations
 
 import csv
-import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -260,8 +258,9 @@ def test_refusals_and_overwrite(region: dict, cluster: str, reference: Path, tmp
 
 def test_catalog_needs_acquisition(region: dict, tmp_path: Path,
                                    capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    bbox = "--bbox=-48.1,-15.6,-48.0,-15.5"
     args = ["map", str(region["bundle"]), "--out", str(tmp_path / "m"),
-            "--bbox=-48.1,-15.6,-48.0,-15.5", "--catalog", "https://example.invalid/stac"]  # fmt: skip
+            bbox, "--catalog", "https://example.invalid/stac"]  # fmt: skip
     assert cli.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err == "pvdetect map: error: --catalog needs the acquisition part " \
