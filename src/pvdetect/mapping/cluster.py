@@ -92,7 +92,8 @@ def open_client(
     if n < 1:
         raise ConfigError(f"--workers {workers}: must be >= 1")
     threads = max(1, _cores() // n)
-    dashboard = "127.0.0.1:0" if dashboard_available() else None
+    # the scheduler's HTTP server (health, metrics; the dashboard with bokeh) on a free port
+    dashboard = dashboard_available()
     with (
         LocalCluster(
             n_workers=n,
@@ -100,7 +101,7 @@ def open_client(
             processes=True,
             host="127.0.0.1",
             scheduler_port=0,
-            dashboard_address=dashboard,
+            dashboard_address="127.0.0.1:0",
             silence_logs=logging.ERROR,
             worker_dashboard_address="127.0.0.1:0",
         ) as cluster,
