@@ -266,3 +266,30 @@ def test_catalog_needs_acquisition(region: dict, tmp_path: Path,
     assert err == "pvdetect map: error: --catalog needs the acquisition part " \
                   "(pvdetect.acquire), not in this build"  # fmt: skip
     assert not (tmp_path / "m").exists()
+
+
+def test_torch_bundle_on_the_workers(region: dict, cluster: str, tmp_path: Path) -> None:
+    """A torch bundle (random unet/resnet18) runs on the workers like the ONNX stand-in."""
+    import torch
+
+    from pvdetect.model.bundle import BundleMeta, save_bundle
+    from pvdetect.model.factory import build_model
+    from tests.mapping.helpers import STATS
+
+    torch.manual_seed(0)
+    meta = BundleMeta(arch="unet", encoder="resnet18", band_stats=STATS, tile_size=128,
+                      overlap=16, threshold=0.5)  # fmt: skip
+    bundle = save_bundle(tmp_path / "bundle", build_model("unet", "resnet18"), meta)
+    p1 = _painted("P1").bounds
+    bbox = f"--bbox={p1[0] - 0.002},{p1[1] - 0.002},{p1[2] + 0.002},{p1[3] + 0.002}"
+    args = map_args(region, tmp_path / "map", "--cluster", cluster, bbox)
+    args[1] = str(bundle)
+    assert cli.main(args) == 0
+    rows = list(csv.DictReader((tmp_path / "map" / "summary.csv").open()))
+    assert len(rows) >= 2 and all(float(r["valid_share"]) > 0 for r in rows[:-1])
+    plants = read_pieces(tmp_path / "map" / "plants.gpkg")
+    assert all(shapely.is_valid(plants.geoms))
+    assert int(rows[-1]["plants"]) == len(plants)
+    with rasterio.open(tmp_path / "map" / "prob.vrt") as ds:
+        prob = ds.read(1)
+        assert (prob != 255).any() and prob[prob != 255].max() <= 250

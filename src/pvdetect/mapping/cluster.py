@@ -85,7 +85,10 @@ def open_client(
             raise ConfigError(f"--cluster {address}: cannot connect ({first_line(exc)})") from None
         with client:
             hosts = _per_host(client)
-            dash = client.dashboard_link if "dashboard" in _services(client) else None
+            has_dash = "dashboard" in _services(client) and client.run_on_scheduler(
+                dashboard_available
+            )
+            dash = client.dashboard_link if has_dash else None
             yield client, ClusterInfo("scheduler", address, sum(hosts.values()), dash, None, hosts)
         return
     n = 1 if workers is None else int(workers)
