@@ -144,37 +144,42 @@ def same_outputs(a: Path, b: Path) -> bool:
     return True
 
 
-def clusters(workers: list[int]) -> dict:
-    """Started local clusters, warm (bundle-free), by worker count; and their start-up time."""
+#: local clusters measured: label -> (workers, torch threads per worker)
+CLUSTERS = {"1w": (1, 2), "1w1t": (1, 1), "2w": (2, 1)}
+
+
+def clusters() -> dict:
+    """Started local clusters by label (see :data:`CLUSTERS`) and their start-up time."""
     from pvdetect.mapping.cluster import open_client
 
     out = {}
-    for n in workers:
+    for label, (n, threads) in CLUSTERS.items():
         t0 = time.perf_counter()
-        cm = open_client(n, None)
+        cm = open_client(n, None, threads=threads)
         client, info = cm.__enter__()
-        out[n] = (cm, client, info, time.perf_counter() - t0)
+        out[label] = (cm, client, info, time.perf_counter() - t0)
     return out
 
 
 def measure_maps(cl: dict, bundle: Path, scenes: list[Path], work: Path, tile_km: float,
                  repeats: int, baseline=None) -> dict:  # noqa: ANN001  # fmt: skip
     """Alternating map runs on each cluster (and ``baseline()``), ``repeats`` times."""
-    runs: dict[str, list[dict]] = {f"map_{n}w": [] for n in cl}
+    runs: dict[str, list[dict]] = {f"map_{n}": [] for n in cl}
     if baseline is not None:
         runs["predict"] = []
     for n, (_, client, info, _) in cl.items():  # warm-up: workers load the bundle
         run_map(client, info, bundle, scenes, work / f"warm_{n}", tile_km)
+        shutil.rmtree(work / f"warm_{n}", ignore_errors=True)
     for r in range(repeats):
         order = list(cl) if r % 2 == 0 else list(cl)[::-1]
         if baseline is not None:
             runs["predict"].append(baseline())
         for n in order:
             _, client, info, _ = cl[n]
-            res = run_map(client, info, bundle, scenes, work / f"map_{n}w_{r}", tile_km)
+            res = run_map(client, info, bundle, scenes, work / f"map_{n}_{r}", tile_km)
             res["load"] = load_average()
-            runs[f"map_{n}w"].append(res)
-            print(f"  repeat {r}: {n} worker(s) {res['megapixels'] / res['seconds']:.2f} MP/s "
+            runs[f"map_{n}"].append(res)
+            print(f"  repeat {r}: {n} {res['megapixels'] / res['seconds']:.2f} MP/s "
                   f"({res['seconds']:.1f} s, load {res['load']:.1f})", flush=True)  # fmt: skip
     return runs
 
@@ -194,6 +199,10 @@ def summarise_runs(runs: dict, work: Path, repeats: int) -> dict:
         out["same_outputs_1w_2w"] = all(
             same_outputs(work / f"map_1w_{r}", work / f"map_2w_{r}") for r in range(repeats)
         )
+    if "map_1w1t" in runs and "map_2w" in runs:
+        ratios = [b["megapixels"] / b["seconds"] / (a["megapixels"] / a["seconds"])
+                  for a, b in zip(runs["map_1w1t"], runs["map_2w"], strict=True)]  # fmt: skip
+        out["ratio_2w_1w1t"] = summarize(ratios)
     return out
 
 
@@ -284,15 +293,19 @@ def report(result: dict) -> str:
             ["run", "MP/s", "vs 1 worker (paired median)"],
             [
                 ["`predict_scene` (one scene)", _fmt(c["predict"]["mp_s"]), ""],
-                ["`map`, 1 worker", _fmt(c["map_1w"]["mp_s"]), "1"],
-                ["`map`, 2 workers", _fmt(c["map_2w"]["mp_s"]),
+                ["`map`, 1 worker, 2 torch threads", _fmt(c["map_1w"]["mp_s"]), "1"],
+                ["`map`, 1 worker, 1 torch thread", _fmt(c["map_1w1t"]["mp_s"]), ""],
+                ["`map`, 2 workers, 1 torch thread each", _fmt(c["map_2w"]["mp_s"]),
                  f"**{c['ratio_2w_1w']['median']:.2f}** ({c['ratio_2w_1w']['min']:.2f}-"
-                 f"{c['ratio_2w_1w']['max']:.2f})"],
+                 f"{c['ratio_2w_1w']['max']:.2f}); against 1 worker, 1 thread: "
+                 f"{c['ratio_2w_1w1t']['median']:.2f} ({c['ratio_2w_1w1t']['min']:.2f}-"
+                 f"{c['ratio_2w_1w1t']['max']:.2f})"],
             ],  # fmt: skip
         ),
         "",
         f"- Same outputs on 1 and 2 workers (plants, mosaic pixels): {c['same_outputs_1w_2w']}.",
-        f"- Goal 2 workers >= 1.7 x 1 worker: {'met' if c['ratio_2w_1w']['median'] >= 1.7 else 'NOT met'}.",
+        "- Goal 2 workers >= 1.7 x 1 worker: "
+        + ("met." if c["ratio_2w_1w"]["median"] >= 1.7 else "NOT met."),
         f"- Cluster start-up: {result['startup_s']}.",
     ]  # fmt: skip
     t = result.get("trained")
@@ -305,8 +318,21 @@ def report(result: dict) -> str:
                 ["run", "MP/s", "plants"],
                 [
                     ["`predict` (scene by scene)", _fmt(t["predict"]["mp_s"]), ""],
-                    ["`map`, 1 worker", _fmt(t["map_1w"]["mp_s"]), t["map_1w"]["runs"][0]["plants"]],
-                    ["`map`, 2 workers", _fmt(t["map_2w"]["mp_s"]), t["map_2w"]["runs"][0]["plants"]],
+                    [
+                        "`map`, 1 worker, 2 torch threads",
+                        _fmt(t["map_1w"]["mp_s"]),
+                        t["map_1w"]["runs"][0]["plants"],
+                    ],
+                    [
+                        "`map`, 1 worker, 1 torch thread",
+                        _fmt(t["map_1w1t"]["mp_s"]),
+                        t["map_1w1t"]["runs"][0]["plants"],
+                    ],
+                    [
+                        "`map`, 2 workers",
+                        _fmt(t["map_2w"]["mp_s"]),
+                        t["map_2w"]["runs"][0]["plants"],
+                    ],
                 ],  # fmt: skip
             ),
             "",
@@ -321,11 +347,24 @@ def report(result: dict) -> str:
             f"trained bundle, `predict_scene` on the {result['trained_size']} px scene:",
             "",
             markdown_table(
-                ["mask IoU", "max abs prob diff", "99.9 % quantile", "median", "torch MP/s",
-                 "ONNX MP/s"],
-                [[f"{o['mask_iou']:.4f}", f"{o['prob_abs_diff_max']:.4f}",
-                  f"{o['prob_abs_diff_p999']:.4f}", f"{o['prob_abs_diff_median']:.5f}",
-                  _fmt(o["torch_mp_s"]), _fmt(o["onnx_mp_s"])]],
+                [
+                    "mask IoU",
+                    "max abs prob diff",
+                    "99.9 % quantile",
+                    "median",
+                    "torch MP/s",
+                    "ONNX MP/s",
+                ],
+                [
+                    [
+                        f"{o['mask_iou']:.4f}",
+                        f"{o['prob_abs_diff_max']:.4f}",
+                        f"{o['prob_abs_diff_p999']:.4f}",
+                        f"{o['prob_abs_diff_median']:.5f}",
+                        _fmt(o["torch_mp_s"]),
+                        _fmt(o["onnx_mp_s"]),
+                    ]
+                ],
             ),  # fmt: skip
         ]
     return "\n".join(lines)
@@ -349,8 +388,8 @@ def main() -> None:
                     "load_start": load_average()}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="pvmapbench-") as tmp_s:
         work = Path(tmp_s)
-        cl = clusters([1, 2])
-        result["startup_s"] = {f"{n} worker(s)": round(v[3], 1) for n, v in cl.items()}
+        cl = clusters()
+        result["startup_s"] = {n: round(v[3], 1) for n, v in cl.items()}
         try:
             scene = make_scene(work / "scenes" / "scene.tif", args.size)
             const = constant_bundle(work / "constant")
@@ -364,8 +403,8 @@ def main() -> None:
 
                 t0 = time.perf_counter()
                 trained = make_trained_bundle(work / "trained", 256, 64, "auto")
-                result["trained_model"] = ("unet/resnet18 trained "
-                                           f"{time.perf_counter() - t0:.0f} s on synthetic chips")  # fmt: skip
+                took = time.perf_counter() - t0
+                result["trained_model"] = f"unet/resnet18 trained {took:.0f} s on synthetic chips"
                 small = make_scene(work / "scenes2" / "scene2.tif", args.trained_size, seed=1)
                 base = predict_baseline(trained, small, work / "pred_trained")
                 print(f"(2) trained network, {args.trained_size} px", flush=True)

@@ -66,9 +66,11 @@ def _per_host(client: object) -> dict[str, int]:
 
 @contextlib.contextmanager
 def open_client(
-    workers: int | None = None, address: str | None = None
+    workers: int | None = None, address: str | None = None, threads: int | None = None
 ) -> Iterator[tuple[object, ClusterInfo]]:
     """A connected :class:`distributed.Client` and what it runs on; closed on exit.
+
+    ``threads``: torch threads per local worker (default: the cores divided among them).
 
     Raises:
         ConfigError: both or a bad number of workers, or a scheduler that cannot be reached.
@@ -94,7 +96,7 @@ def open_client(
     n = 1 if workers is None else int(workers)
     if n < 1:
         raise ConfigError(f"--workers {workers}: must be >= 1")
-    threads = max(1, _cores() // n)
+    threads = threads or max(1, _cores() // n)
     # the scheduler's HTTP server (health, metrics; the dashboard with bokeh) on a free port
     dashboard = dashboard_available()
     with (
