@@ -173,7 +173,10 @@ def measure_maps(cl: dict, bundle: Path, scenes: list[Path], work: Path, tile_km
     for r in range(repeats):
         order = list(cl) if r % 2 == 0 else list(cl)[::-1]
         if baseline is not None:
-            runs["predict"].append(baseline())
+            res = baseline()
+            runs["predict"].append(res)
+            print(f"  repeat {r}: predict {res['megapixels'] / res['seconds']:.2f} MP/s "
+                  f"({res['seconds']:.1f} s, load {res['load']:.1f})", flush=True)  # fmt: skip
         for n in order:
             _, client, info, _ = cl[n]
             res = run_map(client, info, bundle, scenes, work / f"map_{n}_{r}", tile_km)
