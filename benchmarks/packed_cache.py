@@ -26,8 +26,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pvdetect.data.layouts import ChipRecord, find_chips
-from pvdetect.data.packed import IGNORE, ChipDataset, build_cache
+from pvdetect.data.packed import ChipDataset, build_cache
 from pvdetect.data.raster import DEFAULT_NODATA, read_raster, valid_pixels
+from pvdetect.data.raster import IGNORE_INDEX as IGNORE
 
 BATCH = 5
 GOAL = 10.0

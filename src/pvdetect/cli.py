@@ -34,6 +34,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "automask": ("pvdetect.commands.automask", "write first PV masks of chips, for hand editing"),
     "download": ("pvdetect.commands.download", "download and verify a public PV dataset"),
     "serve": ("pvdetect.commands.serve", "web page and API: pick an area on a map, get its plants"),
+    "map": (
+        "pvdetect.commands.map",
+        "map PV plants over a region on Dask: tiles, mosaics, one plant layer",
+    ),
+    "export": ("pvdetect.commands.export", "export a bundle's network to ONNX (onnxruntime)"),
 }
 
 

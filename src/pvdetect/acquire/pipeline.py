@@ -38,6 +38,10 @@ from pvdetect.errors import DataError, OutputError
 from pvdetect.io import clean_json
 
 
+class NoImageryError(DataError):
+    """The catalog has no usable item over the area in the date window."""
+
+
 @dataclass
 class AcquireResult:
     """What :func:`acquire` wrote (or found complete).
@@ -174,7 +178,7 @@ def acquire(
     items, skipped = _resolve(search)
     if not items:
         why = f" ({len(skipped)} without the four bands)" if skipped else ""
-        raise DataError(
+        raise NoImageryError(
             f"{catalog.url}: no {request.collection} item{why} covers "
             f"{', '.join(f'{v:.5f}' for v in bbox)} between {request.start} and {request.end}"
         )

@@ -76,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _date(text: str, option: str) -> date:
+def parse_date(text: str, option: str) -> date:
+    """A ``YYYY-MM-DD`` option value; a one-line error naming ``option`` otherwise."""
     try:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
             raise ValueError
@@ -124,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
         bbox=bbox,
         point=point,
         size_km=args.size_km,
-        start=_date(args.start, "--start"),
-        end=_date(args.end, "--end"),
+        start=parse_date(args.start, "--start"),
+        end=parse_date(args.end, "--end"),
         name=args.name or default_name(*centre),
         crs=parse_crs(args.crs) if args.crs else None,
         resolution=args.resolution,

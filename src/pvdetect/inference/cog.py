@@ -57,6 +57,8 @@ def _halve_average(rows: np.ndarray, nodata: float) -> np.ndarray:
     count = valid.reshape(h // 2, 2, -1, 2).sum(axis=(1, 3))
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / count
+    if np.issubdtype(rows.dtype, np.integer):
+        mean = np.rint(mean)  # stored integers (uint8 probabilities): nearest, not truncated
     return np.where(count > 0, mean, nodata).astype(rows.dtype)
 
 
@@ -180,12 +182,23 @@ class Pyramid:
 
 
 def _vrt(
-    full: Path, levels: list[Path], description: str | None, colormap: ColorMap | None = None
+    full: Path,
+    levels: list[Path],
+    description: str | None,
+    colormap: ColorMap | None = None,
+    u8_steps: int | None = None,
 ) -> str:
-    """VRT of a single-band GeoTIFF that names ``levels`` as its overviews."""
+    """VRT of a single-band GeoTIFF that names ``levels`` as its overviews.
+
+    With ``u8_steps`` the float raster is presented as uint8 ``round(value * u8_steps)``
+    (nodata 255) with GDAL scale ``1 / u8_steps``; the levels must already be stored so.
+    """
     with rasterio.open(full) as ds:
         width, height, crs, transform = ds.width, ds.height, ds.crs, ds.transform
         dtype, nodata = ds.dtypes[0], ds.nodata
+    src_nodata = nodata
+    if u8_steps is not None:
+        dtype, nodata = "uint8", 255
     gdal_type = {"float32": "Float32", "uint8": "Byte", "float64": "Float64", "int16": "Int16",
                  "uint16": "UInt16", "int32": "Int32"}[dtype]  # fmt: skip
 
@@ -211,7 +224,16 @@ def _vrt(
             c = colormap.get(i, (0, 0, 0, 0))
             parts.append(f'<Entry c1="{c[0]}" c2="{c[1]}" c3="{c[2]}" c4="{c[3]}"/>')
         parts.append("</ColorTable>")
-    parts.append(source(full, "SimpleSource"))
+    if u8_steps is None:
+        parts.append(source(full, "SimpleSource"))
+    else:  # GDAL rounds to the nearest integer when it converts the scaled floats to bytes
+        parts.append(f"<Offset>0</Offset><Scale>{1.0 / u8_steps!r}</Scale>")
+        scaled = f"<ScaleOffset>0</ScaleOffset><ScaleRatio>{u8_steps}</ScaleRatio>"
+        if src_nodata is not None:
+            scaled += f"<NODATA>{src_nodata!r}</NODATA>"
+        parts.append(
+            source(full, "ComplexSource").replace("</ComplexSource>", scaled + "</ComplexSource>")
+        )
     parts += [source(p, "Overview") for p in levels]
     parts.append("</VRTRasterBand></VRTDataset>")
     return "".join(parts)
@@ -225,15 +247,22 @@ def write_cog(
     resampling: str = "average",
     description: str | None = None,
     colormap: ColorMap | None = None,
+    u8_steps: int | None = None,
 ) -> None:
     """Copy a tiled GeoTIFF to a cloud-optimised GeoTIFF (DEFLATE, 256 px blocks, overviews).
 
     With ``pyramid`` (closed, every row added) its levels become the overviews as they are,
     and ``colormap`` the colour table of a single-byte raster (palette colour
-    interpretation); without, the COG driver computes them with ``resampling``.
+    interpretation); without, the COG driver computes them with ``resampling``. With
+    ``u8_steps`` (and a pyramid whose levels are stored so) a float raster is stored as uint8
+    ``round(value * u8_steps)``, nodata 255, GDAL scale ``1 / u8_steps``.
     """
     with rasterio.open(full) as ds:
         dtype = ds.dtypes[0]
+    if u8_steps is not None:
+        if pyramid is None:
+            raise ValueError("u8_steps needs the pyramid of the stored levels")
+        dtype = "uint8"
     opts = {
         "compress": "DEFLATE",
         "predictor": "3" if dtype.startswith("float") else "2",
@@ -246,7 +275,7 @@ def write_cog(
         rasterio.shutil.copy(str(full), str(dst), driver="COG", **opts)
         return
     vrt = full.with_suffix(".vrt")
-    vrt.write_text(_vrt(full, pyramid.paths, description, colormap))
+    vrt.write_text(_vrt(full, pyramid.paths, description, colormap, u8_steps))
     opts["overviews"] = "FORCE_USE_EXISTING" if pyramid.paths else "NONE"
     try:
         rasterio.shutil.copy(str(vrt), str(dst), driver="COG", **opts)

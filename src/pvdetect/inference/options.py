@@ -38,6 +38,8 @@ class PredictOptions:
             at most 1e-3 means reflectance in 0..1, see :mod:`pvdetect.data.radiometry`).
         strict: refuse a scene whose values look unlike the training data (else: a warning).
         aoi: vector file of polygons; pixels outside are nodata, plants clipped to it.
+        prob_dtype: storage of the probability COG: "float32" (nodata -9999) or "uint8"
+            (0..250 for 0..1, nodata 255, GDAL scale 0.004: a quarter of the bytes).
     """
 
     tile: int | None = None
@@ -58,3 +60,4 @@ class PredictOptions:
     scale: str | float | Sequence[float] | None = None
     strict: bool = False
     aoi: Path | None = None
+    prob_dtype: str = "float32"

@@ -62,9 +62,12 @@ from pvdetect.inference.summary import SUMMARY_FIELDS, SceneResult, scene_line, 
 from pvdetect.inference.tiling import (
     MASK_NODATA,
     PROB_NODATA,
+    PROB_U8_NODATA,
+    PROB_U8_STEPS,
     RowSink,
     ScenePlan,
     default_batch_size,
+    encode_prob_u8,
     plan_scene,
     run_tiles,
 )
@@ -99,15 +102,6 @@ MASK_COLORS = {0: (0, 0, 0, 0), 1: (*OUTLINE_RGB, 255), MASK_NODATA: (0, 0, 0, 0
 log = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------- planning
-
-
-# --------------------------------------------------------------------------- tiled inference
-
-
-# --------------------------------------------------------------------------- outputs
-
-
 def gdal_cache_bytes(plan: ScenePlan) -> int:
     """GDAL block cache for a scene: about two tile rows of input and output blocks.
 
@@ -136,9 +130,6 @@ def output_paths(out_dir: Path, stem: str, options: PredictOptions) -> dict[str,
         paths["overlay_world"] = out_dir / f"{stem}_overlay.pgw"
         paths["overlay_aux"] = out_dir / f"{stem}_overlay.png.aux.xml"
     return paths
-
-
-# --------------------------------------------------------------------------- public API
 
 
 def _work_profiles(plan: ScenePlan) -> tuple[dict, dict]:
@@ -227,16 +218,21 @@ class _SceneRun:
         """Predict every tile into the temporary rasters; returns their overview levels."""
         prob_prof, mask_prof = _work_profiles(self.plan)
         prob_desc, mask_desc = self.descriptions
+        # the temporary raster keeps float32 (plant statistics read it); with uint8 storage
+        # the levels hold the stored values and the COG copy converts the full resolution
+        u8 = self.options.prob_dtype == "uint8"
+        level_prof = {**prob_prof, "dtype": "uint8", "nodata": PROB_U8_NODATA} if u8 else prob_prof
+        stored = encode_prob_u8 if u8 else (lambda prob: prob)
         with (
             open_write(self.work / "prob.tif", prob_prof) as prob_dst,
             open_write(self.work / "mask.tif", mask_prof) as mask_dst,
-            Pyramid(self.work, "prob", prob_prof, "average") as prob_levels,
+            Pyramid(self.work, "prob", level_prof, "average") as prob_levels,
             Pyramid(self.work, "mask", mask_prof, "max") as mask_levels,
         ):
             prob_dst.set_band_description(1, prob_desc)
             mask_dst.set_band_description(1, mask_desc)
             sinks: list[RowSink] = [
-                lambda row0, prob, mask: prob_levels.add_rows(row0, prob),
+                lambda row0, prob, mask: prob_levels.add_rows(row0, stored(prob)),
                 lambda row0, prob, mask: mask_levels.add_rows(row0, mask),
                 lambda row0, prob, mask: self.builder.add_rows(row0, mask, prob, PROB_NODATA),
             ]
@@ -262,7 +258,11 @@ class _SceneRun:
         prob_desc, mask_desc = self.descriptions
         with rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(self.plan)):
             write_cog(
-                self.work / "prob.tif", self.final["prob"], pyramid=levels[0], description=prob_desc
+                self.work / "prob.tif",
+                self.final["prob"],
+                pyramid=levels[0],
+                description=prob_desc,
+                u8_steps=PROB_U8_STEPS if self.options.prob_dtype == "uint8" else None,
             )
             write_cog(
                 self.work / "mask.tif",

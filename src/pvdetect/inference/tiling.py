@@ -54,6 +54,7 @@ __all__ = [
     "band_indices",
     "blend_window",
     "default_batch_size",
+    "encode_prob_u8",
     "plan_scene",
     "run_tiles",
     "tile_starts",
@@ -62,6 +63,17 @@ __all__ = [
 #: nodata of the probability and mask rasters
 PROB_NODATA = -9999.0
 MASK_NODATA = 255
+#: probabilities stored as uint8 (``prob_dtype="uint8"``): round(p * PROB_U8_STEPS), nodata 255
+PROB_U8_STEPS = 250
+PROB_U8_NODATA = 255
+PROB_DTYPES = ("float32", "uint8")
+
+
+def encode_prob_u8(prob: np.ndarray) -> np.ndarray:
+    """Probabilities (nodata :data:`PROB_NODATA`) as uint8 0..250, nodata 255."""
+    out = np.rint(np.clip(prob, 0.0, 1.0) * PROB_U8_STEPS).astype(np.uint8)
+    out[prob == PROB_NODATA] = PROB_U8_NODATA
+    return out
 
 
 #: weight of a tile's edge pixels relative to its centre
@@ -243,6 +255,8 @@ def _tile_overlap(bundle: Bundle, options: PredictOptions) -> tuple[int, int]:
         )
     if not 0 <= overlap < tile:
         raise ConfigError(f"--overlap {overlap}: must be >= 0 and smaller than the tile ({tile})")
+    if options.prob_dtype not in PROB_DTYPES:
+        raise ConfigError(f"prob_dtype {options.prob_dtype!r}: expected one of {PROB_DTYPES}")
     if options.batch_size is not None and options.batch_size < 1:
         raise ConfigError(f"--batch-size {options.batch_size}: must be >= 1")
     return tile, overlap

@@ -17,9 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from pvdetect.device import autocast_dtype
 from pvdetect.errors import BundleError
 from pvdetect.io import atomic_output, first_line
 from pvdetect.model.bundle_meta import (  # noqa: F401 - FORMAT_VERSION, UpscaleMeta re-exported
@@ -29,81 +28,11 @@ from pvdetect.model.bundle_meta import (  # noqa: F401 - FORMAT_VERSION, Upscale
     UpscaleMeta,
     parse_meta_json,
 )
-from pvdetect.model.preprocessing import Preprocessor, run_model, tta_elements, tta_probs
+from pvdetect.model.onnx_runtime import ONNX_NAME, RUNTIME, load_onnx_bundle
+from pvdetect.model.runtime import Bundle
 
 WEIGHTS_NAME = "model.safetensors"
 SR_NAME = "sr_model.safetensors"
-
-
-class Bundle:
-    """A loaded bundle: metadata, model, and the preprocessing used in training."""
-
-    def __init__(self, meta: BundleMeta, model: nn.Module, sr: nn.Module | None = None) -> None:
-        self.meta = meta
-        self.model = model.eval()
-        self.device = torch.device("cpu")
-        stats = meta.band_stats
-        self.pre = Preprocessor(
-            stats["mean"],
-            stats["std"],
-            factor=int(meta.upscale.factor),
-            method=meta.upscale.method,
-            sr=sr,
-            input_scale=float(meta.input_scale),
-        )
-
-    @property
-    def factor(self) -> int:
-        """Upscaling factor applied before the model."""
-        return int(self.meta.upscale.factor)
-
-    @property
-    def sr(self) -> nn.Module | None:
-        """The super-resolution network of an ``sr`` bundle."""
-        return self.pre.sr
-
-    @property
-    def multiple(self) -> int:
-        """Input side the model needs to be divisible by."""
-        from pvdetect.model.factory import required_multiple
-
-        return required_multiple(self.meta.arch, self.meta.encoder)
-
-    def to(self, device: str | torch.device) -> Bundle:
-        """Move model (channels_last), statistics and SR network to ``device``."""
-        self.device = torch.device(device)
-        self.model.to(self.device, memory_format=torch.channels_last)
-        self.pre.to(self.device)
-        return self
-
-    @torch.inference_mode()
-    def predict_probs(
-        self, raw: Tensor, valid: Tensor, tta: bool = False, native: bool = True
-    ) -> Tensor:
-        """PV probabilities for raw reflectance tiles.
-
-        Args:
-            raw: ``[B, C, H, W]`` reflectance in the bundle's band order (nodata anywhere).
-            valid: ``[B, H, W]`` bool, True where the pixel is valid.
-            tta: average the flips/rotations of the dihedral group (8 for square tiles).
-            native: with an upscaling bundle, average the upscaled prediction back onto the
-                input grid (True) or return it at the upscaled resolution (False).
-
-        Returns:
-            float32 ``[B, H', W']`` probabilities, 0 at invalid pixels.
-        """
-        raw = raw.to(self.device, torch.float32, non_blocking=True)
-        valid = valid.to(self.device, non_blocking=True).bool()
-        x, _ = self.pre.model_input(raw, valid)
-        elements = tta_elements(*x.shape[-2:]) if tta else (0,)
-        probs = tta_probs(self._forward, x, elements)
-        return self.pre.output_probs(probs, valid, native)
-
-    def _forward(self, x: Tensor) -> Tensor:
-        """Sigmoid of the model on normalised input ``[B, C, H, W]`` -> ``[B, H, W]``."""
-        with torch.autocast(self.device.type, dtype=autocast_dtype(self.device)):
-            logits = run_model(self.model, x, self.multiple)
-        return torch.sigmoid(logits.float())[:, 0]
 
 
 def _write_weights(model: nn.Module, path: Path) -> None:
@@ -182,7 +111,7 @@ def _bundle_dir(path: Path) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="pvdetect-bundle-") as tmp:
         with zipfile.ZipFile(path) as zf:
             names = {n for n in zf.namelist() if "/" not in n and ".." not in n}
-            for name in names & {META_NAME, WEIGHTS_NAME, SR_NAME}:
+            for name in names & {META_NAME, WEIGHTS_NAME, SR_NAME, ONNX_NAME}:
                 zf.extract(name, tmp)
         yield Path(tmp)
 
@@ -207,8 +136,29 @@ def _read_meta(path: Path, d: Path) -> BundleMeta:
     return parse_meta_json(text, str(path))
 
 
+def _runtime(d: Path) -> str:
+    """The ``runtime`` key of ``bundle.json`` (``"torch"`` when absent)."""
+    try:
+        return str(json.loads((d / META_NAME).read_text()).get("runtime", "torch"))
+    except (ValueError, AttributeError):
+        return "torch"
+
+
+def _load_sr(path: Path, d: Path, meta: BundleMeta) -> nn.Module | None:
+    """The super-resolution network of an ``sr`` bundle opened in ``d`` (None otherwise)."""
+    if meta.upscale.factor <= 1 or meta.upscale.method != "sr":
+        return None
+    from pvdetect.model.sr import load_sr_model
+
+    sr_file = d / (meta.upscale.sr_weights or SR_NAME)
+    if not sr_file.is_file():
+        raise BundleError(f"{path}: super-resolution weights {sr_file.name} missing")
+    stats = meta.band_stats
+    return load_sr_model(sr_file, meta.upscale.factor, mean=stats["mean"], std=stats["std"])
+
+
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
-    """Load a bundle; weights only through safetensors."""
+    """Load a bundle; weights only through safetensors (or an ONNX graph for onnxruntime)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -220,6 +170,9 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         raise BundleError(f"{path}: bundle not found")
     with _bundle_dir(path) as d:
         meta = _read_meta(path, d)
+        sr = _load_sr(path, d, meta)
+        if _runtime(d) == RUNTIME:  # exported by ``pvdetect export --onnx``: onnxruntime runs it
+            return load_onnx_bundle(path, d, meta, sr, device)
         weights = d / WEIGHTS_NAME
         if not weights.is_file():
             raise BundleError(f"{path}: not a bundle ({WEIGHTS_NAME} missing)")
@@ -232,13 +185,4 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
             model.load_state_dict(state)
         except (SafetensorError, RuntimeError, OSError) as exc:
             raise BundleError(f"{path}: weights do not load ({first_line(exc)})") from None
-        sr = None
-        if meta.upscale.factor > 1 and meta.upscale.method == "sr":
-            from pvdetect.model.sr import load_sr_model
-
-            sr_file = d / (meta.upscale.sr_weights or SR_NAME)
-            if not sr_file.is_file():
-                raise BundleError(f"{path}: super-resolution weights {sr_file.name} missing")
-            stats = meta.band_stats
-            sr = load_sr_model(sr_file, meta.upscale.factor, mean=stats["mean"], std=stats["std"])
     return Bundle(meta, model, sr).to(device)

@@ -1,0 +1,1 @@
+"""Region mapping on Dask: grid, sources, tasks, merge, mosaics, state (``pvdetect map``)."""
