@@ -290,6 +290,12 @@ TRAIN_FLAGS = (
     "--val-every --max-train-batches --max-val-batches --threshold-metric --monitor "
     "--patience --overlap --no-progress"
 ).split()
+# flags added since: several sources, synthetic chips, spectral augmentation, cross-validation
+NEW_TRAIN_FLAGS = (
+    "--data --synthetic --synthetic-style --synthetic-chip-size --synthetic-seed "
+    "--spectral-augment --no-spectral-augment --augment-p --augment-gain --augment-offset "
+    "--augment-brightness --augment-haze --cv"
+).split()
 
 
 def test_train_flags_are_those_of_before() -> None:
@@ -300,7 +306,7 @@ def test_train_flags_are_those_of_before() -> None:
     parser = build_parser("train")
     sub = next(a for a in parser._actions if a.dest == "command")
     flags = {s for a in sub.choices["train"]._actions for s in a.option_strings}
-    assert flags == {"-h", "--help", "--print-config", *TRAIN_FLAGS}
+    assert flags == {"-h", "--help", "--print-config", *TRAIN_FLAGS, *NEW_TRAIN_FLAGS}
     text = _train_help()
     assert "--band-order I,J,K,L" in text and "--weights imagenet|PATH|none" in text
     assert "--compile, --no-compile" in text and "--upscale-factor {1,2,4}" in text

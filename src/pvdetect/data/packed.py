@@ -21,8 +21,10 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -229,6 +231,22 @@ def build_cache(
     order = _check_band_order(band_order)
     fp = fingerprint(records, order)
     base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(records)
+
+    def write(tmp: Path) -> None:
+        _write_cache(tmp, records, order, fp, _dataset_id(records, order))
+
+    return open_or_pack(base, fp, _dataset_id(records, order), write)
+
+
+def open_or_pack(
+    base: Path, fp: str, dataset_id: str, write: Callable[[Path], None]
+) -> PackedCache:
+    """Open the cache ``base/fp``, or build it with ``write(tmp)`` into a temporary folder that
+    is renamed into place (then other caches of ``dataset_id`` are removed).
+
+    Raises:
+        OutputError: ``base`` cannot be written.
+    """
     final = base / fp
     if final.is_dir():
         try:
@@ -244,9 +262,8 @@ def build_cache(
         raise OutputError(
             f"{base}: cannot create the packed cache ({exc.strerror or exc})"
         ) from None
-    ds_id = _dataset_id(records, order)
     try:
-        _write_cache(tmp, records, order, fp, ds_id)
+        write(tmp)
         try:
             os.rename(tmp, final)
         except OSError:
@@ -256,7 +273,7 @@ def build_cache(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _remove_stale(base, ds_id, keep=fp)
+    _remove_stale(base, dataset_id, keep=fp)
     return PackedCache(final)
 
 
@@ -289,59 +306,110 @@ def _source_bands(info: RasterInfo, order: list[int] | None) -> list[int]:
     return [b + 1 for b in order]
 
 
+@dataclass
+class ChipArrays:
+    """One chip as it is packed.
+
+    Attributes:
+        image: float32 ``[C, h, w]`` raw reflectance, invalid pixels 0.
+        mask: uint8 ``[h, w]``: 0/1, 255 = ignore.
+        valid: bool ``[h, w]``.
+        geometry: ``height``, ``width``, ``crs`` (WKT or None), ``transform`` (6 numbers),
+            ``nodata`` of image and ``mask_nodata``.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    valid: np.ndarray
+    geometry: dict
+
+
+def _read_chip(rec: ChipRecord, bands: list[int]) -> ChipArrays:
+    """Read, check and convert one image/mask pair."""
+    img, info = read_raster(rec.image, bands=bands)
+    m, minfo = read_raster(rec.mask)
+    if minfo.count != 1:
+        raise DataError(f"{rec.mask}: mask has {minfo.count} bands, expected 1")
+    if (minfo.height, minfo.width) != (info.height, info.width):
+        raise DataError(
+            f"{rec.mask}: size {minfo.height}x{minfo.width} differs from image "
+            f"{rec.image.name} {info.height}x{info.width}"
+        )
+    ok = valid_pixels(img, info.nodata_value)
+    m = m[0]
+    mnd = minfo.nodata_value
+    labelled = ~(np.isnan(m) if math.isnan(mnd) else m == mnd)
+    bad = labelled & (m != 0) & (m != 1)
+    if bad.any():
+        vals = ", ".join(f"{v:g}" for v in np.unique(m[bad])[:5])
+        raise DataError(
+            f"{rec.mask}: mask values outside {{0, 1, nodata {mnd:g}}}: {vals}; run pvdetect check"
+        )
+    img[:, ~ok] = 0.0
+    target = np.where(ok & labelled, m, IGNORE_INDEX).astype(np.uint8)
+    geometry = {
+        "height": info.height,
+        "width": info.width,
+        "crs": info.crs.to_wkt() if info.crs is not None else None,
+        "transform": list(info.transform)[:6],
+        "nodata": info.nodata_value,
+        "mask_nodata": mnd,
+    }
+    return ChipArrays(img, target, ok, geometry)
+
+
 def _write_cache(
     tmp: Path, records: list[ChipRecord], order: list[int] | None, fp: str, ds_id: str
 ) -> None:
     infos = [raster_info(r.image) for r in records]
     bands = [_source_bands(info, order) for info in infos]
-    n, c = len(records), len(bands[0])
-    h = max(i.height for i in infos)
-    w = max(i.width for i in infos)
+    shape = (
+        len(records),
+        len(bands[0]),
+        max(i.height for i in infos),
+        max(i.width for i in infos),
+    )
+    chips = (_read_chip(rec, b) for rec, b in zip(records, bands, strict=True))
+    head = {"fingerprint": fp, "dataset_id": ds_id,
+            "band_order": order if order is not None else [0, 1, 2, 3]}  # fmt: skip
+    write_packed(tmp, records, shape, chips, head)
+
+
+def write_packed(
+    tmp: Path,
+    records: Sequence[ChipRecord],
+    shape: tuple[int, int, int, int],
+    chips: Iterable[ChipArrays],
+    head: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write the arrays and ``meta.json`` of a cache into the folder ``tmp``.
+
+    Args:
+        tmp: The (temporary) cache folder.
+        records: The chips, in order.
+        shape: ``(N, C, H, W)``; smaller chips are padded with invalid pixels.
+        chips: One :class:`ChipArrays` per record, in order.
+        head: ``fingerprint``, ``dataset_id`` and ``band_order`` of the cache.
+        extra: Further entries of ``meta.json`` (ignored when the cache is opened).
+    """
+    n, c, h, w = shape
     images = open_memmap(tmp / "images.npy", mode="w+", dtype=np.float32, shape=(n, c, h, w))
     masks = open_memmap(tmp / "masks.npy", mode="w+", dtype=np.uint8, shape=(n, h, w))
     valid = open_memmap(tmp / "valid.npy", mode="w+", dtype=np.bool_, shape=(n, h, w))
     masks[:] = IGNORE_INDEX  # padding is ignore; images and valid start as 0 / False
-    chips: list[dict] = []
+    geometry: list[dict] = []
     pv = np.zeros(n, np.float64)
-    for i, (rec, b) in enumerate(zip(records, bands, strict=True)):
-        img, info = read_raster(rec.image, bands=b)
-        m, minfo = read_raster(rec.mask)
-        if minfo.count != 1:
-            raise DataError(f"{rec.mask}: mask has {minfo.count} bands, expected 1")
-        if (minfo.height, minfo.width) != (info.height, info.width):
-            raise DataError(
-                f"{rec.mask}: size {minfo.height}x{minfo.width} differs from image "
-                f"{rec.image.name} {info.height}x{info.width}"
-            )
-        ok = valid_pixels(img, info.nodata_value)
-        m = m[0]
-        mnd = minfo.nodata_value
-        labelled = ~(np.isnan(m) if math.isnan(mnd) else m == mnd)
-        bad = labelled & (m != 0) & (m != 1)
-        if bad.any():
-            vals = ", ".join(f"{v:g}" for v in np.unique(m[bad])[:5])
-            raise DataError(
-                f"{rec.mask}: mask values outside {{0, 1, nodata {mnd:g}}}: {vals}; "
-                f"run pvdetect check"
-            )
-        img[:, ~ok] = 0.0
-        target = np.where(ok & labelled, m, IGNORE_INDEX).astype(np.uint8)
-        ih, iw = info.height, info.width
-        images[i, :, :ih, :iw] = img
-        masks[i, :ih, :iw] = target
-        valid[i, :ih, :iw] = ok
-        n_lab = int((target != IGNORE_INDEX).sum())
-        pv[i] = float((target == 1).sum()) / n_lab if n_lab else 0.0
-        chips.append(
-            {
-                "height": ih,
-                "width": iw,
-                "crs": info.crs.to_wkt() if info.crs is not None else None,
-                "transform": list(info.transform)[:6],
-                "nodata": info.nodata_value,
-                "mask_nodata": mnd,
-            }
-        )
+    for i, chip in enumerate(chips):
+        ih, iw = chip.mask.shape
+        images[i, :, :ih, :iw] = chip.image
+        masks[i, :ih, :iw] = chip.mask
+        valid[i, :ih, :iw] = chip.valid
+        n_lab = int((chip.mask != IGNORE_INDEX).sum())
+        pv[i] = float((chip.mask == 1).sum()) / n_lab if n_lab else 0.0
+        geometry.append(chip.geometry)
+    if len(geometry) != n:
+        raise DataError(f"packed cache: {len(geometry)} chips written, {n} expected")
     for arr in (images, masks, valid):
         arr.flush()
     train = [i for i, r in enumerate(records) if r.split == "train"]
@@ -352,9 +420,7 @@ def _write_cache(
     del images, masks, valid
     meta = {
         "format_version": FORMAT_VERSION,
-        "fingerprint": fp,
-        "dataset_id": ds_id,
-        "band_order": order if order is not None else [0, 1, 2, 3],
+        **head,
         "shape": [n, c, h, w],
         "records": [
             {
@@ -366,9 +432,10 @@ def _write_cache(
             }
             for r in records
         ],  # fmt: skip
-        "chips": chips,
+        "chips": geometry,
         "pv_fraction": pv.tolist(),
         "stats": stats.to_dict(),
+        **(extra or {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "complete": True,
     }

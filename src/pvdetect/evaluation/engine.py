@@ -7,7 +7,8 @@ the decision threshold (pixel, per-image and per-site metrics) and per-plant mat
 (:class:`~pvdetect.evaluation.metrics.ObjectAccumulator`). Only the per-image scores are kept;
 the chips of the report's best/worst grids are predicted again at the end
 (:mod:`pvdetect.evaluation.grids`). The sections are described in
-:mod:`pvdetect.evaluation.sections`.
+:mod:`pvdetect.evaluation.sections`. A :class:`~pvdetect.data.sources.SourceSet` of several
+sources can stand for the cache; the metrics then have a ``per_source`` section.
 
 A predictor is any callable ``predict(raw, valid, indices) -> probs``: raw float32
 reflectance ``[B, C, H, W]`` and bool ``valid [B, H, W]`` on the device, the cache indices of
@@ -32,6 +33,7 @@ from pvdetect.evaluation.metrics import ObjectAccumulator, ThresholdHistogram
 from pvdetect.evaluation.sections import (
     per_image_section,
     per_site_section,
+    per_source_section,
     pixel_areas,
     pixel_section,
     threshold_section,
@@ -236,6 +238,8 @@ def evaluate_predictor(
         "per_site": per_site_section(per_image),
         "per_image": per_image,
     }
+    if per_image and "source" in per_image[0]:
+        metrics["per_source"] = per_source_section(per_image, areas)
     picks = grid_picks(per_image, s.n_grid)
     grids = (
         make_grid_chips(

@@ -2,18 +2,21 @@
 
 The bundle's predictions go through :func:`~pvdetect.evaluation.engine.evaluate_predictor`,
 the engine the baselines use too; with ``baselines`` they are fitted and evaluated in the same
-run, else a ``pvdetect baselines`` metrics.json is looked up (:mod:`.comparison`).
+run, else a ``pvdetect baselines`` metrics.json is looked up (:mod:`.comparison`). Several
+datasets are evaluated together (a :class:`~pvdetect.data.sources.SourceSet`), with a
+per-dataset section (``per_source``) and table.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pvdetect.data.raster import BAND_NAMES
-from pvdetect.errors import BundleError, ConfigError
+from pvdetect.errors import BundleError, ConfigError, DataError
 from pvdetect.evaluation.comparison import comparison_entry, find_baselines
 from pvdetect.evaluation.engine import EvalSettings, Evaluation, evaluate_predictor
 from pvdetect.io import check_out_dir, prepare_out_dir, write_json, write_text
@@ -92,33 +95,68 @@ def _model_info(bundle: Bundle, path: Path, tta: bool) -> dict[str, Any]:
     }
 
 
+def _load_data(
+    roots: list[Path], split: str, band_order: list[int] | None, cache_dir: Path | None
+) -> tuple[Any, Any]:
+    """The packed chips of one dataset (its cache) or several (a SourceSet) and the split."""
+    from pvdetect.data.packed import load_split
+
+    if len(roots) == 1:
+        return load_split(roots[0], split, band_order=band_order, cache_dir=cache_dir)
+    from pvdetect.data.sources import Source, SourceSet, open_dataset, source_name
+
+    names: list[str] = []
+    sources = []
+    for root in roots:
+        name, k = source_name(root), 2
+        while name in names:
+            name, k = f"{source_name(root)}-{k}", k + 1
+        names.append(name)
+        cache = open_dataset(root, band_order=band_order, cache_dir=cache_dir)
+        sources.append(Source(name, "dataset", cache, settings={"root": str(root)}))
+    sset = SourceSet(sources)
+    for s, root in enumerate(roots):
+        if sset.indices(split, s).size == 0:
+            have = sorted({r.split for r in sources[s].cache.records})
+            raise DataError(
+                f"{root}: split '{split}' has no chips (splits found: {', '.join(have)})"
+            )
+    return sset, sset.indices(split)
+
+
 def evaluate_bundle(
     bundle_path: str | Path,
-    data_root: str | Path,
+    data_root: str | os.PathLike | Sequence[str | os.PathLike],
     split: str = "test",
     out_dir: str | Path | None = None,
     options: EvaluateOptions | None = None,
 ) -> dict[str, Any]:
     """Evaluate a bundle on a split; with ``out_dir`` write metrics.json and report.html.
 
-    The output folder is created only once bundle and data have been read.
+    ``data_root`` is one dataset, or a list of datasets evaluated together (the metrics then
+    have a ``per_source`` section, one entry per dataset). The output folder is created only
+    once bundle and data have been read.
 
     Returns:
         The metrics dict (also written as ``metrics.json``).
     """
-    from pvdetect.data.packed import load_split
     from pvdetect.device import resolve_device
     from pvdetect.model.bundle import load_bundle
 
+    roots = (
+        [Path(data_root)]
+        if isinstance(data_root, str | os.PathLike)
+        else [Path(r) for r in data_root]
+    )
+    if not roots:
+        raise ConfigError("no dataset to evaluate")
     opt = options or EvaluateOptions()
     opt.check()
     out = check_out_dir(out_dir) if out_dir is not None else None
     dev = resolve_device(opt.device)
     bundle = load_bundle(Path(bundle_path), device=dev)
     meta = bundle.meta
-    cache, idx = load_split(
-        data_root, split, band_order=bundle_band_order(meta.band_order), cache_dir=opt.cache_dir
-    )
+    cache, idx = _load_data(roots, split, bundle_band_order(meta.band_order), opt.cache_dir)
     if cache.images.shape[1] != meta.in_channels:
         raise BundleError(
             f"{bundle_path}: model takes {meta.in_channels} bands, the chips have "
@@ -148,7 +186,9 @@ def evaluate_bundle(
     )
     ev = evaluate_predictor(predict, cache, idx, used, settings)
     metrics = ev.metrics
-    metrics["data"]["root"] = str(Path(data_root).resolve())
+    metrics["data"]["root"] = ", ".join(str(r.resolve()) for r in roots)
+    if len(roots) > 1:
+        metrics["data"]["roots"] = [str(r.resolve()) for r in roots]
     metrics["data"]["device"] = str(dev)
     entries, note = _baseline_entries(cache, split, out, opt, dev, meta.band_order, metrics)
     if entries:

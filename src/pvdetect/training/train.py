@@ -10,6 +10,12 @@ The run folder::
     RUN/bundle/                model bundle for ``predict`` / ``evaluate``
     RUN/logs/                  TensorBoard logs (with --tensorboard)
 
+Several sources (``data.sources``, ``data.synthetic``) train together
+(:mod:`pvdetect.data.sources`); ``metrics.csv`` then has ``val_loss@NAME``, ``val_iou@NAME`` and
+``val_f1@NAME`` columns per source with validation chips and ``bundle.json`` a ``sources``
+entry. With ``cv`` (and no ``cv_fold``) :func:`train` runs the cross-validation of
+:mod:`pvdetect.training.cv`.
+
 Options come from the dataclass defaults, then ``--config cfg.yaml``, then the command-line
 flags that were given. ``--resume`` continues from ``checkpoints/last.ckpt`` with the saved
 configuration (flags still override it, e.g. a larger ``--epochs`` extends a finished run).
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
 
     from pvdetect.data.module import PVDataModule
     from pvdetect.data.packed import PackedCache
+    from pvdetect.data.sources import SourceSet
     from pvdetect.model.bundle import BundleMeta
     from pvdetect.training.task import SegmentationTask
 
@@ -50,7 +57,10 @@ THRESHOLD_MIN = 0.01
 def _resolve_paths(cfg: TrainConfig) -> TrainConfig:
     """Absolute paths for everything path-like, so the saved config works from anywhere."""
     cfg = config_from_dict(cfg.to_dict())
-    cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())  # type: ignore[arg-type]
+    if cfg.data.root:
+        cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
+    for src in cfg.data.sources:
+        src.root = str(Path(src.root).expanduser().resolve())
     cfg.out = str(Path(cfg.out).expanduser().resolve())  # type: ignore[arg-type]
     if cfg.data.cache_dir:
         cfg.data.cache_dir = str(Path(cfg.data.cache_dir).expanduser().resolve())
@@ -62,8 +72,16 @@ def _resolve_paths(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def build_trainer(cfg: TrainConfig, run_dir: Path, precision: str | None = None) -> L.Trainer:
-    """The Lightning Trainer and callbacks for ``cfg`` writing into ``run_dir``."""
+def build_trainer(
+    cfg: TrainConfig,
+    run_dir: Path,
+    precision: str | None = None,
+    extra_columns: tuple[str, ...] = (),
+) -> L.Trainer:
+    """The Lightning Trainer and callbacks for ``cfg`` writing into ``run_dir``.
+
+    ``extra_columns``: further ``metrics.csv`` columns (the per-source validation metrics).
+    """
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
@@ -91,7 +109,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, precision: str | None = None)
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    metrics = MetricsCSV(run_dir / "metrics.csv", run_dir / "curves.png")
+    metrics = MetricsCSV(run_dir / "metrics.csv", run_dir / "curves.png", extra_columns)
     callbacks: list[Any] = [
         best,
         metrics,
@@ -157,6 +175,22 @@ def calibrate(task: SegmentationTask, metric: str = "f1") -> tuple[float, dict[s
     metrics = {k: (v if not (isinstance(v, float) and not math.isfinite(v)) else None)
                for k, v in metrics.items()}  # fmt: skip
     return thr, metrics
+
+
+def source_metrics(task: SegmentationTask, threshold: float) -> dict[str, dict[str, Any]]:
+    """Per source of a multi-source run: the last validation's confusion at ``threshold``
+    (native resolution), its loss, and whether it counted in the totals (``primary``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for src in (task.last_val or {}).get("sources", []):
+        if not src["count"]:
+            continue
+        conf = src["hist_native"].confusion(threshold)
+        m: dict[str, Any] = {**conf.to_dict(), "loss": float(src["loss"]),
+                             "threshold": threshold, "primary": bool(src["primary"])}  # fmt: skip
+        out[src["name"]] = {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()
+        }
+    return out
 
 
 def _tile_size(cfg: TrainConfig, cache: PackedCache) -> tuple[int, int]:
@@ -227,20 +261,15 @@ def _on_gpu(cfg: TrainConfig) -> bool:
     )
 
 
-def _data(cfg: TrainConfig) -> tuple[PackedCache, PVDataModule]:
-    """The packed cache of the dataset and the data module drawing batches from it."""
-    from pvdetect.data.layouts import find_chips
+def _data(cfg: TrainConfig) -> tuple[SourceSet, PVDataModule]:
+    """The packed sources (the fold's splits with ``cv_fold``) and the data module."""
     from pvdetect.data.module import PVDataModule
-    from pvdetect.data.packed import build_cache
+    from pvdetect.data.sources import cv_splits, open_sources
 
     d = cfg.data
-    records = find_chips(
-        Path(d.root),  # type: ignore[arg-type]
-        seed=cfg.seed,
-        val_fraction=d.val_fraction,
-        test_fraction=d.test_fraction,
-    )
-    cache = build_cache(records, d.cache_dir, d.band_order)
+    cache = open_sources(d, seed=cfg.seed)
+    if cfg.cv and cfg.cv_fold:
+        cache = cv_splits(cache, cfg.cv, cfg.cv_fold, seed=cfg.seed)
     dm = PVDataModule(
         cache,
         batch_size=d.batch_size,
@@ -251,9 +280,17 @@ def _data(cfg: TrainConfig) -> tuple[PackedCache, PVDataModule]:
         oversample_pv=d.oversample_pv,
         seed=cfg.seed,
         pin_memory=_on_gpu(cfg),
-        source=d.root,
+        source=cache.sources[0].where if len(cache.sources) == 1 else "training sources",
     )
     return cache, dm
+
+
+def _source_columns(cache: SourceSet) -> tuple[str, ...]:
+    """``metrics.csv`` columns of the sources with validation chips (several sources only)."""
+    if len(cache.sources) < 2:
+        return ()
+    names = [n for s, n in enumerate(cache.names) if cache.indices("val", s).size]
+    return tuple(f"{m}@{n}" for n in names for m in ("val_loss", "val_iou", "val_f1"))
 
 
 def _start_run_dir(cfg: TrainConfig, paths: RunPaths) -> None:
@@ -275,7 +312,8 @@ def _fit(
     cfg: TrainConfig, task: SegmentationTask, dm: PVDataModule, paths: RunPaths, precision: str
 ) -> tuple[L.Trainer, Path]:
     """Fit (or resume), then validate the checkpoint the bundle will hold; returns it."""
-    trainer = build_trainer(cfg, paths.run_dir, precision)
+    extra = _source_columns(dm.cache) if hasattr(dm.cache, "sources") else ()
+    trainer = build_trainer(cfg, paths.run_dir, precision, extra)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*number of training batches.*")
@@ -305,10 +343,14 @@ def train(config: TrainConfig) -> Path:
         OutputError: the run folder holds a run already (without ``resume``) or cannot be
             written.
     """
-    if not config.data.root:
+    if not config.data.has_data():
         raise ConfigError("data.root: no dataset given")
     if not config.out:
         raise ConfigError("out: no run folder given")
+    if config.cv and config.cv_fold is None:
+        from pvdetect.training.cv import cross_validate
+
+        return cross_validate(config).run_dir
     cfg = _resolve_paths(config)
     paths = RunPaths(Path(cfg.out))  # type: ignore[arg-type]
     _check_run_dir(cfg, paths)
@@ -326,13 +368,22 @@ def train(config: TrainConfig) -> Path:
         torch.set_float32_matmul_precision("high")  # TF32 for the float32 parts
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     task = SegmentationTask(
-        cfg, cache.stats, in_channels=channels, chip_size=(height, width), pretrained=not cfg.resume
+        cfg,
+        cache.stats,
+        in_channels=channels,
+        chip_size=(height, width),
+        pretrained=not cfg.resume,
+        sources=cache.names,
+        source_of=cache.source_of.tolist(),
+        primary=cache.primary(),
     )
     _start_run_dir(cfg, paths)
     trainer, source = _fit(cfg, task, dm, paths, precision)
     threshold, val_metrics = calibrate(task, cfg.threshold_metric)
     if trainer.is_global_zero:
-        meta = bundle_meta(cfg, cache, threshold, {**val_metrics, "checkpoint": source.name})
+        per_source = source_metrics(task, threshold)
+        meta = bundle_meta(cfg, cache, threshold, {**val_metrics, "checkpoint": source.name},
+                           per_source)  # fmt: skip
         save_bundle(paths.run_dir / "bundle", task.model, meta)
         if (paths.run_dir / "metrics.csv").is_file():
             plot_curves(paths.run_dir / "metrics.csv", paths.run_dir / "curves.png")
@@ -343,11 +394,28 @@ def train(config: TrainConfig) -> Path:
 
 
 def bundle_meta(
-    cfg: TrainConfig, cache: PackedCache, threshold: float, val_metrics: dict[str, Any]
+    cfg: TrainConfig,
+    cache: PackedCache | SourceSet,
+    threshold: float,
+    val_metrics: dict[str, Any],
+    per_source: dict[str, dict[str, Any]] | None = None,
 ) -> BundleMeta:
-    """The bundle metadata of a finished run: what predict and evaluate need to know."""
+    """The bundle metadata of a finished run: what predict and evaluate need to know.
+
+    With a :class:`~pvdetect.data.sources.SourceSet` the ``sources`` entry describes each
+    source (its validation metrics from ``per_source``; with one source, ``val_metrics``).
+    """
     from pvdetect.data.raster import BAND_NAMES, DEFAULT_NODATA
     from pvdetect.model.bundle import BundleMeta, UpscaleMeta
+
+    sources = None
+    if hasattr(cache, "describe"):
+        sources = cache.describe()
+        for entry in sources:
+            if len(sources) == 1:
+                entry["val_metrics"] = dict(val_metrics)
+            else:
+                entry["val_metrics"] = dict((per_source or {}).get(entry["name"], {}))
 
     channels = cache.images.shape[1]
     tile, overlap = _tile_size(cfg, cache)
@@ -372,6 +440,7 @@ def bundle_meta(
         overlap=overlap,
         data_fingerprint=cache.fingerprint,
         val_metrics=val_metrics,
+        sources=sources,
     )
 
 
