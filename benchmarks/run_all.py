@@ -12,7 +12,14 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["packed_cache", "train_throughput", "predict_scene", "upscale_memory", "map_pipeline"]
+SCRIPTS = [
+    "packed_cache",
+    "train_throughput",
+    "predict_scene",
+    "upscale_memory",
+    "map_pipeline",
+    "cross_region",
+]
 
 
 def main(argv: list[str]) -> int:

@@ -290,6 +290,12 @@ TRAIN_FLAGS = (
     "--val-every --max-train-batches --max-val-batches --threshold-metric --monitor "
     "--patience --overlap --no-progress"
 ).split()
+# flags added since: several sources, synthetic chips, spectral augmentation, cross-validation
+NEW_TRAIN_FLAGS = (
+    "--data --synthetic --synthetic-style --synthetic-chip-size --synthetic-seed "
+    "--spectral-augment --no-spectral-augment --augment-p --augment-gain --augment-offset "
+    "--augment-brightness --augment-haze --cv --bands"
+).split()
 
 
 def test_train_flags_are_those_of_before() -> None:
@@ -310,6 +316,7 @@ def test_train_flags_are_those_of_before() -> None:
         "-q",
         "--quiet",
         *TRAIN_FLAGS,
+        *NEW_TRAIN_FLAGS,
     }
     text = _train_help()
     assert "--band-order I,J,K,L" in text and "--weights imagenet|PATH|none" in text

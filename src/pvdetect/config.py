@@ -52,6 +52,7 @@ UpscaleMethod = Literal["bicubic", "sr"]
 ThresholdMetric = Literal["f1", "iou"]
 Monitor = Literal["val_loss", "val_iou"]
 Schedule = Literal["plateau", "cosine"]
+SyntheticStyle = Literal["brazil", "temperate", "mixed"]
 
 OPTIMIZERS = typing.get_args(Optimizer)
 PRECISIONS = typing.get_args(Precision)
@@ -61,12 +62,15 @@ UPSCALE_METHODS = typing.get_args(UpscaleMethod)
 THRESHOLD_METRICS = typing.get_args(ThresholdMetric)
 MONITORS = typing.get_args(Monitor)
 SCHEDULES = typing.get_args(Schedule)
+SYNTHETIC_STYLES = typing.get_args(SyntheticStyle)
 
 #: the smallest training crop accepted whatever the model (see :func:`check_model_sizes`)
 MIN_CROP = 16
 
 
-_ARGPARSE_EXTRAS = ("metavar", "action", "const", "default_text")
+_ARGPARSE_EXTRAS = ("metavar", "action", "const", "default_text", "as_text")
+#: a source name: what metrics.csv columns (``val_iou@NAME``) and reports call a dataset
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
 def option(default: Any, description: str, flag: str | None = None, **kwargs: Any) -> Any:
@@ -79,8 +83,9 @@ def option(default: Any, description: str, flag: str | None = None, **kwargs: An
         **kwargs: ``Field`` constraints (``ge``, ``gt``, ``le``, ``lt``, ``min_length``,
             ``default_factory``) and the flag's argparse extras, stored in
             ``json_schema_extra`` with the flag: ``metavar``; ``action`` (``store_const`` with
-            ``const``, or ``boolean_optional`` for a ``--x/--no-x`` pair); ``default_text``
-            (how the help shows a None default).
+            ``const``, ``boolean_optional`` for a ``--x/--no-x`` pair, or ``append`` for a
+            repeatable option); ``default_text`` (how the help shows a None default);
+            ``as_text`` (the flag's value reaches the field as text, e.g. ``N:WEIGHT``).
     """
     extras = {k: kwargs.pop(k) for k in _ARGPARSE_EXTRAS if k in kwargs}
     schema = {"flag": flag, **extras} if flag else None
@@ -146,13 +151,144 @@ class _Options(BaseModel):
         return self.model_dump()
 
 
+def _root_weight(text: str) -> dict[str, Any]:
+    """``ROOT[:WEIGHT]`` as ``{"root": ROOT, "weight": WEIGHT}`` (a tail that is no number stays
+    part of the path)."""
+    head, sep, tail = text.rpartition(":")
+    if sep and head:
+        try:
+            return {"root": head, "weight": float(tail)}
+        except ValueError:
+            pass
+    return {"root": text}
+
+
+def _check_name(value: str | None) -> str | None:
+    if value is not None and not SOURCE_NAME.fullmatch(value):
+        raise PydanticCustomError(
+            "source_name", "must be letters, digits and _ . + - (starting with a letter or digit)"
+        )
+    return value
+
+
+class SourceConfig(_Options):
+    """One dataset of ``data.sources`` (on the command line ``--data ROOT[:WEIGHT]``).
+
+    Unset options (None) take the value of the ``data`` section.
+    """
+
+    root: str = option(..., "Dataset folder (any layout find_chips knows) or a CSV manifest.")
+    name: str | None = option(
+        None, "Name of the dataset in metrics.csv columns (val_iou@NAME), the bundle and "
+        "reports (letters, digits, _ . + -).", default_text="the folder name",
+    )  # fmt: skip
+    weight: float = option(
+        1.0, "Sampling weight: the expected share of each epoch's draws from this dataset is "
+        "weight / (sum of all weights).", gt=0.0,
+    )  # fmt: skip
+    val_fraction: float | None = option(
+        None, "Validation share when its layout defines no split.", ge=0.0, lt=1.0
+    )
+    test_fraction: float | None = option(
+        None, "Test share when its layout defines no split.", ge=0.0, lt=1.0
+    )
+    band_order: list[Annotated[int, Field(ge=0)]] | None = option(
+        None, "0-based source bands used as Red, Green, Blue, NIR.", min_length=1
+    )
+    drop_empty: float | None = option(
+        None, "data.drop_empty for the chips of this dataset.", ge=0.0, le=1.0
+    )
+    oversample_pv: float | None = option(
+        None, "data.oversample_pv for the chips of this dataset.", ge=0.0
+    )
+
+    _name = field_validator("name")(_check_name)
+
+    @field_validator("band_order", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SourceConfig:
+        val, test = self.val_fraction or 0.0, self.test_fraction or 0.0
+        if val + test >= 1.0:
+            raise rule_error(
+                f"{{0}} + {{1}} must be < 1, got {val} + {test}", "val_fraction", "test_fraction"
+            )
+        return self
+
+
+class SyntheticConfig(_Options):
+    """Synthetic chips of pvdetect.synth as a training source, packed once (no files written).
+
+    The chips are those ``pvdetect synth OUT --chips N --seed SEED --chip-size SIZE`` writes
+    (style ``mixed``; for ``brazil`` or ``temperate`` the sites of the other region are skipped),
+    with that command's train/val/test split by site.
+    """
+
+    chips: int = option(
+        0, "Synthetic chips to generate (0: none); on the command line N[:WEIGHT].",
+        "--synthetic", metavar="N[:WEIGHT]", ge=0, as_text=True,
+    )  # fmt: skip
+    weight: float = option(
+        1.0, "Sampling weight of the synthetic chips (see data.sources).", gt=0.0
+    )
+    style: SyntheticStyle = option(
+        "mixed", "Landscapes: brazil (dry season), temperate, or mixed (both, as pvdetect "
+        "synth writes).", "--synthetic-style",
+    )  # fmt: skip
+    chip_size: int | None = option(
+        None, "Side of the synthetic chips in px.", "--synthetic-chip-size", metavar="PX",
+        default_text="the largest real chip, else 256", ge=32,
+    )  # fmt: skip
+    seed: int = option(0, "Seed of the generator (as pvdetect synth --seed).", "--synthetic-seed",
+                       ge=0)  # fmt: skip
+    name: str | None = option(
+        None, "Name of the synthetic source in metrics and reports.",
+        default_text="synthetic-STYLE",
+    )  # fmt: skip
+
+    _lower_style = field_validator("style", mode="before")(_lower)
+    _name = field_validator("name")(_check_name)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _chips_weight(cls, data: Any) -> Any:
+        """``chips: "N:WEIGHT"`` (the command-line form) sets both."""
+        if isinstance(data, Mapping) and isinstance(data.get("chips"), str):
+            text = data["chips"].strip()
+            head, sep, tail = text.partition(":")
+            out = dict(data)
+            out["chips"] = head.strip()
+            if sep:
+                out["weight"] = tail.strip()
+            return out
+        return data
+
+
 class DataConfig(_Options):
     """Where the chips are and how batches are drawn."""
 
     root: str | None = option(
         None,
         "Dataset folder (any layout pvdetect.data.layouts.find_chips knows) or a CSV manifest; "
-        "on the command line the DATA argument.",
+        "on the command line the DATA argument. Trained on as the first source, weight 1.",
+    )
+    sources: list[SourceConfig] = option(
+        ..., "Further datasets trained on together, each {root, weight, name, val_fraction, "
+        "test_fraction, band_order, drop_empty, oversample_pv}; on the command line "
+        "--data ROOT[:WEIGHT], repeatable (the flags replace the YAML list). An epoch has as many "
+        "draws as the training chips of all sources hold (after drop_empty); each draw picks a "
+        "source with probability weight / (sum of weights), then the next chip of that "
+        "source's own shuffled order (a fresh permutation each time it runs out, or weighted "
+        "draws with its oversample_pv).", "--data", metavar="ROOT[:WEIGHT]", action="append",
+        default_factory=list,
+    )  # fmt: skip
+    synthetic: SyntheticConfig = option(
+        ..., "Synthetic training chips.", default_factory=SyntheticConfig
     )
     cache_dir: str | None = option(
         None, "Parent folder of the packed cache.", "--cache-dir", metavar="DIR",
@@ -161,6 +297,11 @@ class DataConfig(_Options):
     band_order: list[Annotated[int, Field(ge=0)]] | None = option(
         None, "0-based source bands used as Red, Green, Blue, NIR (a list, or comma separated).",
         "--band-order", metavar="I,J,K,L", default_text="as stored", min_length=1,
+    )  # fmt: skip
+    bands: str | None = option(
+        None, "The chips' bands used as Red, Green, Blue, NIR, by name or 1-based index "
+        "(B04,B03,B02,B08 or 3,2,1,7), as predict --bands; wins over band_order.",
+        "--bands", metavar="B,B,B,B", default_text="by the chips' band names, else as stored",
     )  # fmt: skip
     val_fraction: float = option(
         0.15, "Validation share of the chips when the layout defines no split.",
@@ -206,6 +347,16 @@ class DataConfig(_Options):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _source_texts(cls, value: Any) -> Any:
+        """``ROOT[:WEIGHT]`` texts (the command-line form) and a single entry as a list."""
+        if isinstance(value, str | Mapping):
+            value = [value]
+        if isinstance(value, list | tuple):
+            return [_root_weight(v) if isinstance(v, str) else v for v in value]
+        return value
+
     @model_validator(mode="after")
     def _fractions(self) -> DataConfig:
         if self.val_fraction + self.test_fraction >= 1.0:
@@ -215,6 +366,29 @@ class DataConfig(_Options):
                 "test_fraction",
             )
         return self
+
+    @model_validator(mode="after")
+    def _distinct_sources(self) -> DataConfig:
+        roots = [self.root] if self.root else []
+        roots += [s.root for s in self.sources]
+        seen = set()
+        for i, root in enumerate(roots):
+            key = os.path.normpath(os.path.expanduser(root))
+            if key in seen:
+                where = f"sources[{i - 1 if self.root else i}].root"
+                raise rule_error(f"{{0}}: dataset {root} is given twice", where)
+            seen.add(key)
+        names = [s.name for s in self.sources if s.name] + (
+            [self.synthetic.name] if self.synthetic.name else []
+        )
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise rule_error(f"{{0}}: name {dup[0]} is given twice", "sources")
+        return self
+
+    def has_data(self) -> bool:
+        """True when a dataset or synthetic chips are configured."""
+        return bool(self.root or self.sources or self.synthetic.chips)
 
 
 class ModelConfig(_Options):
@@ -327,6 +501,43 @@ class UpscaleConfig(_Options):
         return self
 
 
+class AugmentConfig(_Options):
+    """Spectral augmentation of training batches (off by default; never at validation).
+
+    Applied on the device to the raw reflectance (x 10000) of the training crops, before
+    normalisation, to the valid pixels only, per sample: each band times a gain and the whole
+    image times a brightness factor, plus a per-band offset, then haze (an added path
+    reflectance, strongest in blue, with the matching loss of contrast); negative results are
+    clipped to 0. Drawn from the seeded generator of the other augmentations.
+    """
+
+    spectral: bool = option(
+        False, "Spectral augmentation on (--spectral-augment) or off.", "--spectral-augment",
+        action="boolean_optional",
+    )  # fmt: skip
+    p: float = option(
+        0.8, "Share of the training samples that are augmented.", "--augment-p", metavar="P",
+        ge=0.0, le=1.0,
+    )  # fmt: skip
+    gain: float = option(
+        0.08, "Per-band gain jitter: each band times U(1 - G, 1 + G).", "--augment-gain",
+        metavar="G", ge=0.0, lt=1.0,
+    )  # fmt: skip
+    offset: float = option(
+        100.0, "Per-band offset jitter in reflectance x 10000: each band plus U(-O, O).",
+        "--augment-offset", metavar="O", ge=0.0,
+    )  # fmt: skip
+    brightness: float = option(
+        0.15, "Brightness jitter: all bands times U(1 - B, 1 + B).", "--augment-brightness",
+        metavar="B", ge=0.0, lt=1.0,
+    )  # fmt: skip
+    haze: float = option(
+        300.0, "Haze up to H reflectance x 10000: h = U(0, H) is added times (Red 0.7, Green "
+        "0.85, Blue 1.0, NIR 0.5) and the image is scaled by 1 - h / 10000.", "--augment-haze",
+        metavar="H", ge=0.0, lt=10000.0,
+    )  # fmt: skip
+
+
 class TrainConfig(_Options):
     """Everything ``pvdetect train`` needs; see the module docstring for the YAML form."""
 
@@ -337,6 +548,7 @@ class TrainConfig(_Options):
     upscale: UpscaleConfig = option(
         ..., "Upscaling before the network.", default_factory=UpscaleConfig
     )
+    augment: AugmentConfig = option(..., "Spectral augmentation.", default_factory=AugmentConfig)
     out: str | None = option(
         None, "Run folder (required: here or in the --config file).", "--out", metavar="RUN"
     )
@@ -402,6 +614,16 @@ class TrainConfig(_Options):
         True, "Show the progress bar (--no-progress: hide it).", "--no-progress",
         action="store_const", const=False,
     )  # fmt: skip
+    cv: int | None = option(
+        None, "Site-grouped K-fold cross-validation: K runs in RUN/fold-1..K, the folds dealt "
+        "by site over the training and validation chips of the real datasets (test chips and "
+        "synthetic chips keep their split), and the spread of the validation metrics in "
+        "RUN/cv.json and RUN/cv.csv; --resume finishes the missing folds.", "--cv",
+        metavar="K", default_text="no cross-validation", ge=2,
+    )  # fmt: skip
+    cv_fold: int | None = option(
+        None, "The fold (1..cv) this run trains: set in RUN/fold-N/config.yaml by --cv.", ge=1
+    )
 
     _lower_choices = field_validator("precision", "accelerator", mode="before")(_lower)
 
@@ -439,6 +661,16 @@ class TrainConfig(_Options):
         )
 
     @model_validator(mode="after")
+    def _fold_in_range(self) -> TrainConfig:
+        if self.cv_fold is not None and (self.cv is None or self.cv_fold > self.cv):
+            raise rule_error(
+                f"{{0}}: must be in [1, {{1}}], got {self.cv_fold} with {{1}} {self.cv}",
+                "cv_fold",
+                "cv",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _crop_fits_factor(self) -> TrainConfig:
         crop, factor = self.data.crop_size, self.upscale.factor
         if crop is not None and crop % factor:
@@ -455,6 +687,7 @@ SECTIONS: dict[str, type[_Options]] = {
     "loss": LossSection,
     "optim": OptimConfig,
     "upscale": UpscaleConfig,
+    "augment": AugmentConfig,
 }
 
 

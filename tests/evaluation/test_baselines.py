@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pvdetect.cli import main
-from pvdetect.data.packed import load_split
+from pvdetect.data.loading import load_split
 from pvdetect.errors import DataError
 from pvdetect.evaluation.baseline_runs import evaluate_baselines, run_baselines
 from pvdetect.evaluation.baselines import (

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pvdetect.cli import main
-from pvdetect.data.packed import load_split
+from pvdetect.data.loading import load_split
 from pvdetect.data.raster import read_raster
 from pvdetect.errors import ConfigError
 from pvdetect.evaluation.baseline_runs import run_baselines

@@ -11,7 +11,7 @@ import rasterio
 import torch
 
 from pvdetect.cli import main
-from pvdetect.data.packed import load_split
+from pvdetect.data.loading import load_split
 from pvdetect.model.bundle import BundleMeta, save_bundle
 from pvdetect.model.factory import build_model
 from tests.evaluation.test_engine import write_dataset

@@ -137,3 +137,21 @@ def test_validation_logs_upscaled_and_native_metrics(tmp_path: Path) -> None:
     assert task.last_val["hist"].total == 4 * labelled
     assert task.last_val["hist_native"].total == labelled
     assert n_val >= 1
+
+
+def test_spectral_augmentation_changes_training_inputs_only() -> None:
+    on = _task(augment__spectral=True, augment__p=1.0)
+    off = _task()
+    batch = _batch()
+    x_on, m_on, v_on = on.prepare_train(batch, torch.Generator().manual_seed(4))
+    x_off, m_off, v_off = off.prepare_train(batch, torch.Generator().manual_seed(4))
+    # the same flips (the spectral draws come after them), other spectra on valid pixels only
+    assert torch.equal(m_on, m_off) and torch.equal(v_on, v_off)
+    inv = ~v_on.unsqueeze(1).expand_as(x_on)
+    assert bool(inv.any()) and bool((x_on[inv] == 0).all())  # nodata stays the band mean
+    assert bool((x_on[~inv] != x_off[~inv]).float().mean() > 0.99)
+    # off at validation: the same inputs with and without it
+    assert torch.equal(on.prepare_eval(batch)[0], off.prepare_eval(batch)[0])
+    # off by default, and recorded in the configuration
+    assert off.jitter is None and off.hparams["config"]["augment"]["spectral"] is False
+    assert on.hparams["config"]["augment"]["spectral"] is True

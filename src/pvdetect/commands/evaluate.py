@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pvdetect import logs
 from pvdetect.commands.predict import LOG_NAME, add_input_arguments, check_input_arguments
+from pvdetect.errors import ConfigError
 from pvdetect.evaluation.evaluate import EvaluateOptions, evaluate_bundle
 from pvdetect.evaluation.report import summary_line
 
@@ -14,7 +15,19 @@ from pvdetect.evaluation.report import summary_line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``pvdetect evaluate``."""
     parser.add_argument("bundle", type=Path, help="model bundle folder or .pvb file")
-    parser.add_argument("data", type=Path, help="dataset folder or CSV manifest")
+    parser.add_argument(
+        "data", type=Path, nargs="?", help="dataset folder or CSV manifest (or use --data)"
+    )
+    parser.add_argument(
+        "--data",
+        dest="more_data",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="ROOT",
+        help="a further dataset, repeatable: all are evaluated together, with a per-dataset "
+        "table in the report",
+    )
     parser.add_argument(
         "--split",
         default="test",
@@ -72,9 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``pvdetect evaluate``."""
     check_input_arguments(args)
+    roots = ([args.data] if args.data is not None else []) + list(args.more_data)
+    if not roots:
+        raise ConfigError("no dataset given: pass DATA or --data ROOT")
     m = evaluate_bundle(
         args.bundle,
-        args.data,
+        roots[0] if len(roots) == 1 else roots,
         args.split,
         args.out,
         EvaluateOptions(
@@ -96,5 +112,7 @@ def run(args: argparse.Namespace) -> int:
     logs.attach_file(Path(args.out) / LOG_NAME)
     px, th, ob = m["pixel"], m["threshold"], m["object"]
     logs.echo(summary_line(f"{args.split}", px, th, ob))
+    for name, v in (m.get("per_source") or {}).items():
+        logs.echo(f"  {name}: IoU {v['iou']:.4f}  F1 {v['f1']:.4f}  ({v['n_images']} chips)")
     logs.echo(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.html'}")
     return 0

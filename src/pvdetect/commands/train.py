@@ -35,7 +35,11 @@ from pvdetect.config import (
 from pvdetect.device import env_rank_zero
 from pvdetect.errors import ConfigError
 
-_ACTIONS = {"store_const": "store_const", "boolean_optional": argparse.BooleanOptionalAction}
+_ACTIONS = {
+    "store_const": "store_const",
+    "boolean_optional": argparse.BooleanOptionalAction,
+    "append": "append",
+}
 
 
 def _dest(key: str) -> str:
@@ -64,7 +68,10 @@ def argparse_kwargs(flag: str, info: FieldInfo) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"default": None}
     help_text = (info.description or "").replace("%", "%%")
     action = extra.get("action")
-    if action:
+    if action == "append":
+        kwargs["action"] = "append"
+        kwargs["metavar"] = extra.get("metavar", flag.lstrip("-").replace("-", "_").upper())
+    elif action:
         kwargs["action"] = _ACTIONS[action]
         if "const" in extra:
             kwargs["const"] = extra["const"]
@@ -75,7 +82,7 @@ def argparse_kwargs(flag: str, info: FieldInfo) -> dict[str, Any]:
             kwargs["choices"] = choices
             if all(isinstance(c, int) for c in choices):
                 kwargs["type"] = int
-        elif tp in (int, float):
+        elif tp in (int, float) and not extra.get("as_text"):
             kwargs["type"] = tp
         if "choices" not in kwargs:
             kwargs["metavar"] = extra.get("metavar", flag.lstrip("-").replace("-", "_").upper())
@@ -150,8 +157,11 @@ def config_from_args(args: argparse.Namespace, need_paths: bool = True) -> Train
         cfg = config_from_dict(merge(base, overrides))
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
-    if need_paths and not cfg.data.root:
-        raise ConfigError("no dataset given: pass DATA or set data.root in the --config file")
+    if need_paths and not cfg.data.has_data():
+        raise ConfigError(
+            "no dataset given: pass DATA, --data or --synthetic, or set data.root, data.sources "
+            "or data.synthetic in the --config file"
+        )
     if need_paths and not cfg.out:
         raise ConfigError("no run folder given: pass --out RUN or set out in the --config file")
     return cfg
@@ -164,6 +174,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cfg = config_from_args(args)
     check_model_sizes(cfg)
+
+    if cfg.cv and cfg.cv_fold is None:
+        from pvdetect.training.cv import cross_validate
+
+        result = cross_validate(cfg)
+        if env_rank_zero():
+            print(f"run folder: {result.run_dir} (folds in fold-1..{cfg.cv}, cv.json, cv.csv)")
+            print(result.line())
+        return 0
 
     from pvdetect.training.train import train
 
@@ -181,4 +200,10 @@ def run(args: argparse.Namespace) -> int:
             f"  at threshold {meta.get('threshold', float('nan')):.3f}"
             f" ({meta.get('threshold_metric')}-optimal)"
         )
+        sources = meta.get("sources") or []
+        for src in sources if len(sources) > 1 else []:
+            m = src.get("val_metrics") or {}
+            if m:
+                counted = "" if m.get("primary") else " (not in the totals)"
+                print(f"  {src['name']}: IoU {m['iou']:.4f}  F1 {m['f1']:.4f}{counted}")
     return 0

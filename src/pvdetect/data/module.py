@@ -11,12 +11,18 @@ permutation (and its own set of dropped empty chips, and its own weighted draw w
 oversampled) from ``numpy.random.default_rng([seed, epoch])``, so an interrupted run that is
 resumed sees exactly the batches an uninterrupted run would. Under DDP every rank draws the
 same global order and takes every ``world_size``-th element of it.
+
+With several sources (a :class:`~pvdetect.data.sources.SourceSet`), :func:`mixed_epoch_order`
+draws the epoch: as many draws as the sources' training chips after ``drop_empty``; each draw
+picks a source with probability weight / (sum of weights) and takes the next chip of that
+source's own order (see :class:`SourcePool`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,27 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler
 from pvdetect.data.packed import ChipDataset, PackedCache
 from pvdetect.errors import ConfigError, DataError
 
-__all__ = ["ChipBatchDataset", "EpochSampler", "PVDataModule", "epoch_order"]
+__all__ = [
+    "ChipBatchDataset",
+    "EpochSampler",
+    "PVDataModule",
+    "SourcePool",
+    "epoch_order",
+    "mixed_epoch_order",
+]
+
+
+def _epoch_pool(
+    indices: np.ndarray, has_pv: np.ndarray, rng: np.random.Generator, drop_empty: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The chips left after dropping ``round(drop_empty * n_empty)`` empty chips at random."""
+    if drop_empty <= 0:
+        return indices, has_pv
+    empty = indices[~has_pv]
+    keep = len(empty) - int(round(drop_empty * len(empty)))
+    survivors = np.sort(rng.choice(empty, size=keep, replace=False)) if keep else empty[:0]
+    pool = np.concatenate([indices[has_pv], survivors])
+    return pool, np.concatenate([np.ones(int(has_pv.sum()), bool), np.zeros(keep, bool)])
 
 
 def epoch_order(
@@ -61,25 +87,88 @@ def epoch_order(
     indices = np.asarray(indices, dtype=np.int64)
     pv = np.asarray(pv_fraction, dtype=np.float64)
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch)])
-    has_pv = pv > 0
-    pool = indices
-    if drop_empty > 0:
-        empty = indices[~has_pv]
-        keep = len(empty) - int(round(drop_empty * len(empty)))
-        survivors = np.sort(rng.choice(empty, size=keep, replace=False)) if keep else empty[:0]
-        pool = np.concatenate([indices[has_pv], survivors])
-        has_pv = np.concatenate([np.ones(int(has_pv.sum()), bool), np.zeros(keep, bool)])
+    pool, has_pv = _epoch_pool(indices, pv > 0, rng, drop_empty)
     if oversample_pv > 0 and len(pool):
         weights = 1.0 + float(oversample_pv) * has_pv
         return rng.choice(pool, size=len(pool), replace=True, p=weights / weights.sum())
     return rng.permutation(pool)
 
 
+@dataclass(frozen=True)
+class SourcePool:
+    """The training chips of one source and how :func:`mixed_epoch_order` draws them.
+
+    Attributes:
+        indices: int64 cache indices of the source's training chips.
+        pv_fraction: PV share per chip, aligned with ``indices``.
+        weight: Sampling weight: the expected share of an epoch's draws is
+            ``weight / sum(weights)``.
+        drop_empty: Share of the source's empty chips left out of each epoch (as in
+            :func:`epoch_order`).
+        oversample_pv: With ``W > 0`` the source's chips are drawn with replacement, a chip
+            holding PV weighing ``1 + W``; else they come in shuffled order, a fresh
+            permutation each time the source runs out.
+        name: For messages.
+    """
+
+    indices: np.ndarray
+    pv_fraction: np.ndarray
+    weight: float = 1.0
+    drop_empty: float = 0.0
+    oversample_pv: float = 0.0
+    name: str = ""
+
+    @property
+    def size(self) -> int:
+        """Chips in the source's pool of an epoch (after ``drop_empty``)."""
+        n_empty = int((np.asarray(self.pv_fraction) <= 0).sum())
+        return len(self.indices) - int(round(self.drop_empty * n_empty))
+
+
+def mixed_epoch_order(pools: Sequence[SourcePool], *, epoch: int, seed: int = 0) -> np.ndarray:
+    """The training chips of one epoch drawn from several sources (a pure function).
+
+    The epoch has ``sum(pool.size)`` draws. The source of each draw is chosen independently
+    with probability ``weight / sum(weights)`` (so the counts per source are multinomial);
+    the draws of a source take its chips in the order of its own generator
+    (``default_rng([seed, epoch, 1 + source])``): the pool after ``drop_empty``, then a
+    permutation of it, repeated as needed, or weighted draws with replacement when
+    ``oversample_pv`` is set. Sources with an empty pool are never chosen.
+
+    Returns:
+        int64 cache indices.
+    """
+    key = int(seed) & 0xFFFFFFFF
+    sizes = np.array([p.size for p in pools], dtype=np.int64)
+    weights = np.array([p.weight if n > 0 else 0.0 for p, n in zip(pools, sizes, strict=True)])
+    total = int(sizes.sum())
+    if total == 0 or weights.sum() <= 0:
+        return np.zeros(0, np.int64)
+    rng = np.random.default_rng([key, int(epoch)])
+    choice = rng.choice(len(pools), size=total, p=weights / weights.sum())
+    out = np.empty(total, np.int64)
+    for s, pool in enumerate(pools):
+        rows = np.nonzero(choice == s)[0]
+        if rows.size == 0:
+            continue
+        sub = np.random.default_rng([key, int(epoch), 1 + s])
+        idx = np.asarray(pool.indices, dtype=np.int64)
+        chips, has_pv = _epoch_pool(idx, np.asarray(pool.pv_fraction) > 0, sub, pool.drop_empty)
+        if pool.oversample_pv > 0:
+            w = 1.0 + float(pool.oversample_pv) * has_pv
+            out[rows] = sub.choice(chips, size=rows.size, replace=True, p=w / w.sum())
+        else:
+            reps = -(-rows.size // len(chips))
+            out[rows] = np.concatenate([sub.permutation(chips) for _ in range(reps)])[: rows.size]
+    return out
+
+
 class EpochSampler(Sampler[int]):
     """Cache indices for one rank and one epoch; call :meth:`set_epoch` each epoch.
 
-    Training (``shuffle=True``): :func:`epoch_order` of the epoch, padded by wrapping around to
-    a multiple of ``world_size`` and sharded ``rank::world_size``. Evaluation: the indices in
+    Training (``shuffle=True``): :func:`epoch_order` of the epoch (with ``pools`` of several
+    sources: :func:`mixed_epoch_order`), padded by wrapping around to a multiple of
+    ``world_size`` and sharded ``rank::world_size``. Evaluation: the indices in
     order, sharded without padding (no chip counts twice in the metrics).
     """
 
@@ -94,6 +183,7 @@ class EpochSampler(Sampler[int]):
         oversample_pv: float = 0.0,
         rank: int = 0,
         world_size: int = 1,
+        pools: Sequence[SourcePool] | None = None,
     ) -> None:
         self.indices = np.asarray(indices, dtype=np.int64)
         pv = np.zeros(len(self.indices)) if pv_fraction is None else pv_fraction
@@ -109,6 +199,8 @@ class EpochSampler(Sampler[int]):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        #: several sources: the epoch is :func:`mixed_epoch_order` of these (training only)
+        self.pools = list(pools) if pools is not None and len(pools) > 1 and shuffle else None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order :meth:`__iter__` yields."""
@@ -117,6 +209,8 @@ class EpochSampler(Sampler[int]):
     @property
     def epoch_length(self) -> int:
         """Chips per epoch over all ranks (constant across epochs)."""
+        if self.pools is not None:
+            return int(sum(p.size for p in self.pools))
         n = len(self.indices)
         if self.drop_empty > 0:
             n_empty = int((self.pv_fraction <= 0).sum())
@@ -127,6 +221,8 @@ class EpochSampler(Sampler[int]):
         """Order of the current epoch over all ranks."""
         if not self.shuffle:
             return self.indices.copy()
+        if self.pools is not None:
+            return mixed_epoch_order(self.pools, epoch=self.epoch, seed=self.seed)
         return epoch_order(
             self.indices,
             self.pv_fraction,
@@ -170,7 +266,12 @@ def _passthrough(batch: Any) -> Any:
 
 
 class PVDataModule(L.LightningDataModule):
-    """Train/val/test loaders over a :class:`~pvdetect.data.packed.PackedCache`.
+    """Train/val/test loaders over a :class:`~pvdetect.data.packed.PackedCache` or a
+    :class:`~pvdetect.data.sources.SourceSet`.
+
+    With several sources, each source's weight, ``drop_empty`` and ``oversample_pv`` apply to
+    its own training chips (:func:`mixed_epoch_order`; the arguments here are then unused for
+    training), and the validation and test loaders hold the chips of every source.
 
     Args:
         cache: The packed chips (splits from its records).
@@ -234,7 +335,27 @@ class PVDataModule(L.LightningDataModule):
         self._pv = cache.pv_fraction()
         if drop_empty >= 1.0 and not (self._pv[self.train_idx] > 0).any():
             raise DataError(f"{where}: no training chip holds PV, and drop_empty=1 drops all")
+        self.pools = self._source_pools(cache)
         self.dataset = ChipBatchDataset(cache, np.arange(len(cache)))
+
+    def _source_pools(self, cache: Any) -> list[SourcePool] | None:
+        """One :class:`SourcePool` per source of a multi-source cache (None for one source)."""
+        sources = getattr(cache, "sources", None)
+        if not sources or len(sources) < 2:
+            return None
+        pools = []
+        for s, src in enumerate(sources):
+            idx = cache.indices("train", s)
+            if idx.size == 0:
+                raise DataError(f"{src.where}: the training split is empty")
+            pool = SourcePool(idx, self._pv[idx], float(src.weight), float(src.drop_empty),
+                              float(src.oversample_pv), src.name)  # fmt: skip
+            if pool.size == 0:
+                raise DataError(
+                    f"{src.where}: no training chip holds PV, and drop_empty=1 drops all"
+                )
+            pools.append(pool)
+        return pools
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -254,6 +375,7 @@ class PVDataModule(L.LightningDataModule):
             oversample_pv=self.oversample_pv,
             rank=r if rank is None else rank,
             world_size=w if world_size is None else world_size,
+            pools=self.pools,
         )
 
     def _loader(self, sampler: EpochSampler, batch_size: int, drop_last: bool) -> DataLoader:

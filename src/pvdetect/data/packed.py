@@ -22,8 +22,10 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -246,6 +248,24 @@ def build_cache(
     order = _check_band_order(band_order)
     fp = fingerprint(records, order, radiometry)
     base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(records)
+
+    ds_id = _dataset_id(records, order, radiometry)
+
+    def write(tmp: Path) -> None:
+        _write_cache(tmp, records, order, fp, ds_id, radiometry)
+
+    return open_or_pack(base, fp, ds_id, write)
+
+
+def open_or_pack(
+    base: Path, fp: str, dataset_id: str, write: Callable[[Path], None]
+) -> PackedCache:
+    """Open the cache ``base/fp``, or build it with ``write(tmp)`` into a temporary folder that
+    is renamed into place (then other caches of ``dataset_id`` are removed).
+
+    Raises:
+        OutputError: ``base`` cannot be written.
+    """
     final = base / fp
     if final.is_dir():
         try:
@@ -261,9 +281,8 @@ def build_cache(
         raise OutputError(
             f"{base}: cannot create the packed cache ({exc.strerror or exc})"
         ) from None
-    ds_id = _dataset_id(records, order, radiometry)
     try:
-        _write_cache(tmp, records, order, fp, ds_id, radiometry)
+        write(tmp)
         try:
             os.rename(tmp, final)
         except OSError:
@@ -273,7 +292,7 @@ def build_cache(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _remove_stale(base, ds_id, keep=fp)
+    _remove_stale(base, dataset_id, keep=fp)
     return PackedCache(final)
 
 
@@ -291,21 +310,30 @@ def _check_band_order(band_order: Sequence[int] | None) -> list[int] | None:
     return order
 
 
-def _pack_chip(
-    rec: ChipRecord,
-    order: list[int] | None,
-    radiometry: RadiometryOptions | None,
-    i: int,
-    images: np.ndarray,
-    masks: np.ndarray,
-    valid: np.ndarray,
-) -> tuple[dict, float, str]:
-    """Read, judge and correct chip ``i`` and write it into the arrays.
+@dataclass
+class ChipArrays:
+    """One chip as it is packed.
 
-    Returns:
-        Its geometry for ``meta.json``, its PV share of labelled pixels, and how its values
-        were rescaled (empty when they were not).
+    Attributes:
+        image: float32 ``[C, h, w]`` reflectance x 10000, invalid pixels 0.
+        mask: uint8 ``[h, w]``: 0/1, 255 = ignore.
+        valid: bool ``[h, w]``.
+        geometry: ``height``, ``width``, ``crs`` (WKT or None), ``transform`` (6 numbers),
+            ``nodata`` of image and ``mask_nodata``.
+        rescaled: how stored values were rescaled (empty when they were not).
     """
+
+    image: np.ndarray
+    mask: np.ndarray
+    valid: np.ndarray
+    geometry: dict
+    rescaled: str = ""
+
+
+def _read_chip(
+    rec: ChipRecord, order: list[int] | None, radiometry: RadiometryOptions | None
+) -> ChipArrays:
+    """Read, judge (:mod:`pvdetect.data.chips`' one rule set) and correct one chip."""
     chip = read_chip(rec, order)
     chip.raise_problems()
     for warning in chip.warnings:
@@ -316,22 +344,16 @@ def _pack_chip(
     rad = radiometry_for(info, source_bands(info, order) or [], radiometry)
     if not rad.identity:
         rad.apply(chip.image)
-    ih, iw = info.height, info.width
-    images[i, :, :ih, :iw] = np.where(ok[None], chip.image, np.float32(0.0))
-    target = chip.target()
-    masks[i, :ih, :iw] = target
-    valid[i, :ih, :iw] = ok
-    n_lab = int((target != IGNORE_INDEX).sum())
     geometry = {
-        "height": ih,
-        "width": iw,
+        "height": info.height,
+        "width": info.width,
         "crs": info.crs.to_wkt() if info.crs is not None else None,
         "transform": list(info.transform)[:6],
         "nodata": info.nodata_value,
         "mask_nodata": chip.mask_info.nodata_value,
     }
-    pv = float((target == 1).sum()) / n_lab if n_lab else 0.0
-    return geometry, pv, "" if rad.identity else rad.describe()
+    image = np.where(ok[None], chip.image, np.float32(0.0))
+    return ChipArrays(image, chip.target(), ok, geometry, "" if rad.identity else rad.describe())
 
 
 def _write_cache(
@@ -346,21 +368,52 @@ def _write_cache(
     for info, rec in zip(infos, records, strict=True):
         if source_bands(info, order) is None:
             read_chip(rec, order).raise_problems()
-    n, c = len(records), len(order) if order is not None else IMAGE_BANDS
-    h = max(i.height for i in infos)
-    w = max(i.width for i in infos)
+    c = len(order) if order is not None else IMAGE_BANDS
+    shape = (len(records), c, max(i.height for i in infos), max(i.width for i in infos))
+    chips = (_read_chip(rec, order, radiometry) for rec in records)
+    head = {"fingerprint": fp, "dataset_id": ds_id,
+            "band_order": order if order is not None else [0, 1, 2, 3]}  # fmt: skip
+    write_packed(tmp, records, shape, chips, head)
+
+
+def write_packed(
+    tmp: Path,
+    records: Sequence[ChipRecord],
+    shape: tuple[int, int, int, int],
+    chips: Iterable[ChipArrays],
+    head: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write the arrays and ``meta.json`` of a cache into the folder ``tmp``.
+
+    Args:
+        tmp: The (temporary) cache folder.
+        records: The chips, in order.
+        shape: ``(N, C, H, W)``; smaller chips are padded with invalid pixels.
+        chips: One :class:`ChipArrays` per record, in order.
+        head: ``fingerprint``, ``dataset_id`` and ``band_order`` of the cache.
+        extra: Further entries of ``meta.json`` (ignored when the cache is opened).
+    """
+    n, c, h, w = shape
     images = open_memmap(tmp / "images.npy", mode="w+", dtype=np.float32, shape=(n, c, h, w))
     masks = open_memmap(tmp / "masks.npy", mode="w+", dtype=np.uint8, shape=(n, h, w))
     valid = open_memmap(tmp / "valid.npy", mode="w+", dtype=np.bool_, shape=(n, h, w))
     masks[:] = IGNORE_INDEX  # padding is ignore; images and valid start as 0 / False
-    chips: list[dict] = []
+    geometry: list[dict] = []
     pv = np.zeros(n, np.float64)
-    corrected: dict[str, int] = {}  # chips whose values were rescaled, by source
-    for i, rec in enumerate(records):
-        geometry, pv[i], how = _pack_chip(rec, order, radiometry, i, images, masks, valid)
-        chips.append(geometry)
-        if how:
-            corrected[how] = corrected.get(how, 0) + 1
+    corrected: dict[str, int] = {}  # chips whose values were rescaled, by how
+    for i, chip in enumerate(chips):
+        ih, iw = chip.mask.shape
+        images[i, :, :ih, :iw] = chip.image
+        masks[i, :ih, :iw] = chip.mask
+        valid[i, :ih, :iw] = chip.valid
+        n_lab = int((chip.mask != IGNORE_INDEX).sum())
+        pv[i] = float((chip.mask == 1).sum()) / n_lab if n_lab else 0.0
+        geometry.append(chip.geometry)
+        if chip.rescaled:
+            corrected[chip.rescaled] = corrected.get(chip.rescaled, 0) + 1
+    if len(geometry) != n:
+        raise DataError(f"packed cache: {len(geometry)} chips written, {n} expected")
     for arr in (images, masks, valid):
         arr.flush()
     for how, count in corrected.items():
@@ -373,9 +426,7 @@ def _write_cache(
     del images, masks, valid
     meta = {
         "format_version": FORMAT_VERSION,
-        "fingerprint": fp,
-        "dataset_id": ds_id,
-        "band_order": order if order is not None else [0, 1, 2, 3],
+        **head,
         "shape": [n, c, h, w],
         "records": [
             {
@@ -387,9 +438,10 @@ def _write_cache(
             }
             for r in records
         ],  # fmt: skip
-        "chips": chips,
+        "chips": geometry,
         "pv_fraction": pv.tolist(),
         "stats": stats.to_dict(),
+        **(extra or {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "complete": True,
     }
@@ -414,49 +466,3 @@ def _remove_stale(base: Path, ds_id: str, keep: str) -> None:
         if isinstance(meta, dict) and meta.get("dataset_id") == ds_id:
             log.info("removing stale packed cache %s", p)
             shutil.rmtree(p, ignore_errors=True)
-
-
-def load_split(
-    data_root: str | Path,
-    split: str,
-    *,
-    band_order: Sequence[int] | None = None,
-    cache_dir: Path | None = None,
-    bands: str | Sequence[str | int] | None = None,
-    wanted: Sequence[str] | None = None,
-    radiometry: RadiometryOptions | None = None,
-) -> tuple[PackedCache, np.ndarray]:
-    """Find the chips of a dataset, pack them, and return the cache with a split's indices.
-
-    Args:
-        data_root: the dataset.
-        split: ``train``, ``val`` or ``test``.
-        band_order: 0-based bands to pack when neither ``bands`` nor the first chip's band
-            names choose them.
-        cache_dir: parent folder of caches.
-        bands: ``--bands`` (names or 1-based indices) for ``wanted``.
-        wanted: band names in the model's order; with it, the first chip's bands are chosen by
-            :func:`pvdetect.data.bands.resolve_bands`.
-        radiometry: ``--offset``/``--scale``.
-
-    Raises:
-        DataError: the dataset cannot be read or the split has no chips.
-    """
-    from pvdetect.data.bands import resolve_bands
-    from pvdetect.data.layouts import find_chips
-
-    root = Path(data_root)
-    records = find_chips(root)
-    if wanted is not None and records:
-        first = raster_info(records[0].image)
-        sel = resolve_bands(first, wanted, bands)
-        if sel.source != "file order":
-            identity = sel.indices == list(range(1, first.count + 1))
-            band_order = None if identity else [i - 1 for i in sel.indices]
-            log.info("chips: bands %s (%s)", ", ".join(sel.labels), sel.source)
-    cache = build_cache(records, cache_dir=cache_dir, band_order=band_order, radiometry=radiometry)
-    idx = np.asarray(cache.indices(split), dtype=np.int64)
-    if idx.size == 0:
-        have = sorted({r.split for r in records})
-        raise DataError(f"{root}: split '{split}' has no chips (splits found: {', '.join(have)})")
-    return cache, idx

@@ -87,7 +87,7 @@ def run_baselines(
     Returns:
         ``{"baselines": {name: metrics}, "split": split, "seed": seed}``.
     """
-    from pvdetect.data.packed import load_split
+    from pvdetect.data.loading import load_split
     from pvdetect.device import resolve_device
 
     if batch_size < 1:

@@ -7,7 +7,8 @@ the decision threshold (pixel, per-image and per-site metrics) and per-plant mat
 (:class:`~pvdetect.evaluation.metrics.ObjectAccumulator`). Only the per-image scores are kept;
 the chips of the report's best/worst grids are predicted again at the end
 (:mod:`pvdetect.evaluation.grids`). The sections are described in
-:mod:`pvdetect.evaluation.sections`.
+:mod:`pvdetect.evaluation.sections`. A :class:`~pvdetect.data.sources.SourceSet` of several
+sources can stand for the cache; the metrics then have a ``per_source`` section.
 
 A predictor is any callable ``predict(raw, valid, indices) -> probs``: raw float32
 reflectance ``[B, C, H, W]`` and bool ``valid [B, H, W]`` on the device, the cache indices of
@@ -33,6 +34,7 @@ from pvdetect.evaluation.objects import ObjectAccumulator
 from pvdetect.evaluation.sections import (
     per_image_section,
     per_site_section,
+    per_source_section,
     pixel_areas,
     pixel_section,
     threshold_section,
@@ -171,6 +173,38 @@ def to_resolution(
     )
 
 
+def _accumulate(
+    predictor: Predictor,
+    cache: PackedCache,
+    idx_all: np.ndarray,
+    threshold: float,
+    s: EvalSettings,
+    counts: _Counts,
+    areas: np.ndarray,
+) -> None:
+    """Predict the chips batch by batch and add each batch to ``counts``."""
+    import torch
+
+    dev = torch.device(s.device)
+    factor = max(1, int(s.upscale_factor))
+    t0 = last = time.perf_counter()
+    for start in range(0, idx_all.size, s.batch_size):
+        idx = idx_all[start : start + s.batch_size]
+        raw = torch.from_numpy(np.ascontiguousarray(cache.images[idx])).to(dev)
+        valid = torch.from_numpy(np.ascontiguousarray(cache.valid[idx])).to(dev)
+        mask = torch.from_numpy(np.ascontiguousarray(cache.masks[idx])).to(dev)
+        with torch.inference_mode():
+            probs = predict_batch(predictor, raw, valid, idx)
+            mask_r, valid_r = to_resolution(probs, mask, valid, factor)
+            counts.add(start, probs, mask_r, valid_r, threshold, areas)
+        now = time.perf_counter()
+        done = start + idx.size
+        if s.progress and (now - last >= 5.0 or done == idx_all.size):
+            last = now
+            rate = done / max(now - t0, 1e-9)
+            print(f"  {done}/{idx_all.size} chips ({rate:.1f} chips/s)", file=sys.stderr)
+
+
 def evaluate_predictor(
     predictor: Predictor,
     cache: PackedCache,
@@ -203,22 +237,7 @@ def evaluate_predictor(
     factor = max(1, int(s.upscale_factor))
     counts = _Counts(idx_all.size, s.iou_threshold, dev)
     areas, area_sources = pixel_areas(cache, idx_all, factor)
-    t0 = last = time.perf_counter()
-    for start in range(0, idx_all.size, s.batch_size):
-        idx = idx_all[start : start + s.batch_size]
-        raw = torch.from_numpy(np.ascontiguousarray(cache.images[idx])).to(dev)
-        valid = torch.from_numpy(np.ascontiguousarray(cache.valid[idx])).to(dev)
-        mask = torch.from_numpy(np.ascontiguousarray(cache.masks[idx])).to(dev)
-        with torch.inference_mode():
-            probs = predict_batch(predictor, raw, valid, idx)
-            mask_r, valid_r = to_resolution(probs, mask, valid, factor)
-            counts.add(start, probs, mask_r, valid_r, threshold, areas)
-        now = time.perf_counter()
-        done = start + idx.size
-        if s.progress and (now - last >= 5.0 or done == idx_all.size):
-            last = now
-            rate = done / max(now - t0, 1e-9)
-            print(f"  {done}/{idx_all.size} chips ({rate:.1f} chips/s)", file=sys.stderr)
+    _accumulate(predictor, cache, idx_all, threshold, s, counts, areas)
 
     per_image = per_image_section(cache, idx_all, counts.per_chip)
     metrics: dict[str, Any] = {
@@ -237,6 +256,8 @@ def evaluate_predictor(
         "per_site": per_site_section(per_image),
         "per_image": per_image,
     }
+    if per_image and "source" in per_image[0]:
+        metrics["per_source"] = per_source_section(per_image, areas)
     picks = grid_picks(per_image, s.n_grid)
     grids = (
         make_grid_chips(

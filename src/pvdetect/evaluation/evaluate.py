@@ -2,18 +2,21 @@
 
 The bundle's predictions go through :func:`~pvdetect.evaluation.engine.evaluate_predictor`,
 the engine the baselines use too; with ``baselines`` they are fitted and evaluated in the same
-run, else a ``pvdetect baselines`` metrics.json is looked up (:mod:`.comparison`).
+run, else a ``pvdetect baselines`` metrics.json is looked up (:mod:`.comparison`). Several
+datasets are evaluated together (a :class:`~pvdetect.data.sources.SourceSet`), with a
+per-dataset section (``per_source``) and table.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pvdetect.data.raster import BAND_NAMES
-from pvdetect.errors import BundleError, ConfigError
+from pvdetect.errors import BundleError, ConfigError, DataError
 from pvdetect.evaluation.comparison import comparison_entry, find_baselines
 from pvdetect.evaluation.engine import EvalSettings, Evaluation, evaluate_predictor
 from pvdetect.io import check_out_dir, prepare_out_dir, write_json, write_text
@@ -100,25 +103,65 @@ def _model_info(bundle: Bundle, path: Path, tta: bool) -> dict[str, Any]:
     }
 
 
+def _load_data(
+    roots: list[Path], split: str, band_order: list[int] | None, cache_dir: Path | None, **how: Any
+) -> tuple[Any, Any]:
+    """The packed chips of one dataset (its cache) or several (a SourceSet) and the split.
+
+    ``how``: ``bands``, ``wanted`` and ``radiometry``, as :func:`load_split` takes them.
+    """
+    from pvdetect.data.loading import load_split
+
+    if len(roots) == 1:
+        return load_split(roots[0], split, band_order=band_order, cache_dir=cache_dir, **how)
+    from pvdetect.data.sources import Source, SourceSet, open_dataset, source_name
+
+    names: list[str] = []
+    sources = []
+    for root in roots:
+        name, k = source_name(root), 2
+        while name in names:
+            name, k = f"{source_name(root)}-{k}", k + 1
+        names.append(name)
+        cache = open_dataset(root, band_order=band_order, cache_dir=cache_dir, **how)
+        sources.append(Source(name, "dataset", cache, settings={"root": str(root)}))
+    sset = SourceSet(sources)
+    for s, root in enumerate(roots):
+        if sset.indices(split, s).size == 0:
+            have = sorted({r.split for r in sources[s].cache.records})
+            raise DataError(
+                f"{root}: split '{split}' has no chips (splits found: {', '.join(have)})"
+            )
+    return sset, sset.indices(split)
+
+
 def evaluate_bundle(
     bundle_path: str | Path,
-    data_root: str | Path,
+    data_root: str | os.PathLike | Sequence[str | os.PathLike],
     split: str = "test",
     out_dir: str | Path | None = None,
     options: EvaluateOptions | None = None,
 ) -> dict[str, Any]:
     """Evaluate a bundle on a split; with ``out_dir`` write metrics.json and report.html.
 
-    The output folder is created only once bundle and data have been read.
+    ``data_root`` is one dataset, or a list of datasets evaluated together (the metrics then
+    have a ``per_source`` section, one entry per dataset). The output folder is created only
+    once bundle and data have been read.
 
     Returns:
         The metrics dict (also written as ``metrics.json``).
     """
-    from pvdetect.data.packed import load_split
     from pvdetect.data.radiometry import RadiometryOptions
     from pvdetect.device import resolve_device
     from pvdetect.model.bundle import load_bundle
 
+    roots = (
+        [Path(data_root)]
+        if isinstance(data_root, str | os.PathLike)
+        else [Path(r) for r in data_root]
+    )
+    if not roots:
+        raise ConfigError("no dataset to evaluate")
     opt = options or EvaluateOptions()
     opt.check()
     radiometry = RadiometryOptions.parse(opt.offset, opt.scale)
@@ -126,11 +169,11 @@ def evaluate_bundle(
     dev = resolve_device(opt.device)
     bundle = load_bundle(Path(bundle_path), device=dev)
     meta = bundle.meta
-    cache, idx = load_split(
-        data_root,
+    cache, idx = _load_data(
+        roots,
         split,
-        band_order=bundle_band_order(meta.band_order),
-        cache_dir=opt.cache_dir,
+        bundle_band_order(meta.band_order),
+        opt.cache_dir,
         bands=opt.bands,
         wanted=list(meta.band_order),
         radiometry=radiometry,
@@ -140,13 +183,7 @@ def evaluate_bundle(
             f"{bundle_path}: model takes {meta.in_channels} bands, the chips have "
             f"{cache.images.shape[1]}"
         )
-    used = float(meta.threshold if opt.threshold is None else opt.threshold)
-    source = (
-        "command line"
-        if opt.threshold is not None
-        else "bundle, chosen on validation for "
-        + {"f1": "F1", "iou": "IoU"}.get(meta.threshold_metric, meta.threshold_metric)
-    )
+    used, source = _threshold(opt, meta)
 
     def predict(raw: Any, valid: Any, indices: Any) -> Any:
         return bundle.predict_probs(raw, valid, tta=opt.tta, native=opt.native)
@@ -164,22 +201,45 @@ def evaluate_bundle(
     )
     ev = evaluate_predictor(predict, cache, idx, used, settings)
     metrics = ev.metrics
-    metrics["data"]["root"] = str(Path(data_root).resolve())
-    metrics["data"]["device"] = str(dev)
+    metrics["data"] |= _data_entry(roots, dev)
     entries, note = _baseline_entries(cache, split, out, opt, dev, meta.band_order, metrics)
     if entries:
-        if not opt.native and bundle.factor > 1:
-            note += "; the model was evaluated upscaled, the baselines at native resolution"
-        metrics["comparison"] = {
-            "note": note,
-            "entries": {"model": comparison_entry(metrics)}
-            | {k: comparison_entry(v) for k, v in entries.items()},
-        }
+        upscaled = not opt.native and bundle.factor > 1
+        metrics["comparison"] = _comparison(metrics, entries, note, upscaled)
     if out is not None:
         prepare_out_dir(out)
         write_json(out / "metrics.json", metrics)
         write_text(out / "report.html", _report(metrics, ev, entries, used, source, opt.tta))
     return metrics
+
+
+def _comparison(
+    metrics: dict[str, Any], entries: dict[str, Any], note: str, upscaled: bool
+) -> dict[str, Any]:
+    """``metrics.json`` ``comparison``: the model beside the baselines."""
+    if upscaled:
+        note += "; the model was evaluated upscaled, the baselines at native resolution"
+    return {
+        "note": note,
+        "entries": {"model": comparison_entry(metrics)}
+        | {k: comparison_entry(v) for k, v in entries.items()},
+    }
+
+
+def _data_entry(roots: list[Path], dev: Any) -> dict[str, Any]:
+    """``metrics.json`` ``data``: the dataset(s) and the device."""
+    entry: dict[str, Any] = {"root": ", ".join(str(r.resolve()) for r in roots)}
+    if len(roots) > 1:
+        entry["roots"] = [str(r.resolve()) for r in roots]
+    return entry | {"device": str(dev)}
+
+
+def _threshold(opt: EvaluateOptions, meta: Any) -> tuple[float, str]:
+    """The threshold used and where it comes from (for the report)."""
+    if opt.threshold is not None:
+        return float(opt.threshold), "command line"
+    metric = {"f1": "F1", "iou": "IoU"}.get(meta.threshold_metric, meta.threshold_metric)
+    return float(meta.threshold), f"bundle, chosen on validation for {metric}"
 
 
 def _baseline_entries(

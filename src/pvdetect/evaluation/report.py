@@ -351,6 +351,23 @@ def _object_section(ob: dict[str, Any]) -> str:
     )
 
 
+def _source_section(sources: dict[str, dict[str, Any]], anchor: str) -> str:
+    """Pixel counts, scores and false-positive area per dataset (source, region)."""
+    headers = ["dataset", "chips", "TP", "FP", "FN", "TN", "precision", "recall", "F1", "IoU"]
+    headers += ["FP area (ha)", "FP ha per 100 km2"]
+    rows = [
+        [name, v.get("n_images"), v["tp"], v["fp"], v["fn"], v["tn"]]
+        + [v.get(k) for k in ("precision", "recall", "f1", "iou", "fp_ha", "fp_ha_per_100km2")]
+        for name, v in sources.items()
+    ]
+    table = html_table(headers, rows, sortable=True, table_id=f"{anchor}-sources")
+    return (
+        "<h3>Per dataset</h3>\n"
+        '<p class="note">Counts add up to the pixel-level table; the FP area is the valid area '
+        "predicted PV outside the labels.</p>\n" + table
+    )
+
+
 def _site_section(sites: dict[str, dict[str, Any]], anchor: str) -> str:
     """Pixel counts and scores per site (sortable)."""
     headers = ["site", "chips", "TP", "FP", "FN", "TN", "precision", "recall", "F1", "IoU"]
@@ -374,6 +391,7 @@ def _grid_section(grids: Sequence[GridChip]) -> str:
 
 def _per_image_section(per: Sequence[dict[str, Any]], anchor: str) -> str:
     """Pixel counts and scores per chip (sortable; keys in natural order)."""
+    several = bool(per) and "source" in per[0]
     headers = ["key", "site", "TP", "FP", "FN", "TN", "precision", "recall", "F1", "IoU"]
     headers += ["PV px true", "PV px pred"]
     rows = [
@@ -382,6 +400,9 @@ def _per_image_section(per: Sequence[dict[str, Any]], anchor: str) -> str:
         + [r["pv_true"], r["pv_pred"]]
         for r in per
     ]
+    if several:  # chips of several datasets: which one
+        headers.insert(0, "dataset")
+        rows = [[r["source"], *row] for r, row in zip(per, rows, strict=True)]
     table = html_table(headers, rows, sortable=True, table_id=f"{anchor}-per-image", scroll=True)
     return f"<h3>Per image ({len(per)} chips; click a header to sort)</h3>\n" + table
 
@@ -409,6 +430,8 @@ def evaluation_section(
         out.append(f'<h2 id="{esc(anchor)}">{esc(heading)}</h2>')
     out += [_overview(metrics), _pixel_section(px, th), _plots_section(px, th)]
     out.append(_object_section(ob))
+    if len(metrics.get("per_source") or {}) > 1:
+        out.append(_source_section(metrics["per_source"], anchor))
     if metrics.get("per_site"):
         out.append(_site_section(metrics["per_site"], anchor))
     if grids:

@@ -10,6 +10,10 @@ Shared by ``evaluate`` and ``baselines``, so both report the same numbers the sa
 * ``object``: per-plant matching (IoU >= 0.5) and detected-area errors in hectares
   (:meth:`~pvdetect.evaluation.metrics.ObjectAccumulator.section`);
 * ``per_image``, ``per_site``: the pixel metrics of each chip and each site;
+* ``per_source`` (only when the evaluated chips come from several sources, e.g. several
+  datasets): the pixel metrics of each source, with its predicted and false-positive area in
+  hectares and false-positive hectares per 100 km2 of valid area; their counts add up to
+  ``pixel``;
 * ``model``, ``data``: what was evaluated on what.
 """
 
@@ -32,6 +36,7 @@ __all__ = [
     "confusion_dict",
     "per_image_section",
     "per_site_section",
+    "per_source_section",
     "pixel_area_m2",
     "pixel_areas",
     "pixel_section",
@@ -118,16 +123,20 @@ def pixel_section(counts: np.ndarray) -> dict[str, Any]:
 def per_image_section(
     cache: PackedCache, idx: np.ndarray, counts: np.ndarray
 ) -> list[dict[str, Any]]:
-    """One row per chip: key, site, cache index, counts and metrics."""
+    """One row per chip: key, site (and source, with several), cache index, counts, metrics."""
+    names = getattr(cache, "names", None)
+    several = names is not None and len(names) > 1
     rows = []
     for j, i in enumerate(idx):
         rec = cache.records[int(i)]
         tp, fp, fn, tn = (int(v) for v in counts[j])
         d = confusion_dict(tp, fp, fn, tn)
+        src = {"source": names[int(cache.source_of[int(i)])]} if several else {}
         rows.append(
             {
                 "key": rec.key,
                 "site": rec.site,
+                **src,
                 "index": int(i),
                 "tp": tp,
                 "fp": fp,
@@ -160,6 +169,46 @@ def per_site_section(per_image: list[dict[str, Any]]) -> dict[str, dict[str, Any
         d = confusion_dict(tp, fp, fn, tn)
         d["n_images"] = n
         out[site] = d
+    return out
+
+
+def per_source_section(
+    per_image: list[dict[str, Any]], areas: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Counts, metrics and areas summed over the chips of each source.
+
+    Args:
+        per_image: rows of :func:`per_image_section` (with ``source``).
+        areas: pixel area in m2 of each row's chip (at the evaluated resolution).
+
+    Returns:
+        Per source, in order of appearance: the confusion metrics, ``n_images``, ``fp_ha``
+        and ``pv_pred_ha`` (false-positive and predicted PV area, hectares) and
+        ``fp_ha_per_100km2`` (false-positive hectares per 100 km2 of valid area).
+    """
+    sums: dict[str, np.ndarray] = {}
+    for r, a in zip(per_image, areas, strict=True):
+        n_px = r["tp"] + r["fp"] + r["fn"] + r["tn"]
+        row = [
+            r["tp"],
+            r["fp"],
+            r["fn"],
+            r["tn"],
+            1,
+            r["fp"] * a,
+            (r["tp"] + r["fp"]) * a,
+            n_px * a,
+        ]
+        sums[r["source"]] = sums.get(r["source"], np.zeros(8)) + np.asarray(row, np.float64)
+    out = {}
+    for name, v in sums.items():
+        tp, fp, fn, tn, n = (int(x) for x in v[:5])
+        d = confusion_dict(tp, fp, fn, tn)
+        fp_m2, pred_m2, valid_m2 = (float(x) for x in v[5:])
+        d.update(n_images=n, fp_ha=fp_m2 / 1e4, pv_pred_ha=pred_m2 / 1e4)
+        # ha per 100 km2 (1e8 m2): fp_m2 / 1e4 * 1e8 / valid_m2
+        d["fp_ha_per_100km2"] = fp_m2 * 1e4 / valid_m2 if valid_m2 else None
+        out[name] = d
     return out
 
 

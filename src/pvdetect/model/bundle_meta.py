@@ -27,6 +27,7 @@ __all__ = [
     "FORMAT_VERSION",
     "META_NAME",
     "BundleMeta",
+    "SourceMeta",
     "UpscaleMeta",
     "parse_meta",
     "parse_meta_json",
@@ -62,6 +63,28 @@ class UpscaleMeta(_Meta):
             expected = {"expected": "1, 2 or 4"}
             raise PydanticCustomError("literal_error", "must be 1, 2 or 4", expected)
         return value
+
+
+class SourceMeta(_Meta):
+    """One training source of a bundle (``bundle.json`` ``sources``)."""
+
+    name: str = Field(min_length=1, description="Name of the source in metrics and reports.")
+    kind: Literal["dataset", "synthetic"] = Field(
+        "dataset", description="dataset (chips on disk) or synthetic (pvdetect.synth chips)."
+    )
+    weight: float = Field(1.0, gt=0.0, description="Sampling weight of the source.")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="How the source was made: root, fractions, style..."
+    )
+    fingerprint: str = Field("", description="Fingerprint of the source's packed cache.")
+    chips: dict[str, int] = Field(default_factory=dict, description="Chips per split.")
+    band_stats: dict[str, list[float]] = Field(
+        default_factory=dict, description="Band statistics of the source's training chips."
+    )
+    val_metrics: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Validation scores of the source's chips at the calibrated threshold.",
+    )
 
 
 class BundleMeta(_Meta):
@@ -100,6 +123,11 @@ class BundleMeta(_Meta):
     format_version: int = Field(
         FORMAT_VERSION, ge=1, le=FORMAT_VERSION, description="Version of this format."
     )
+    sources: list[SourceMeta] | None = Field(
+        None,
+        description="The training sources (datasets, synthetic chips) with their chips, band "
+        "statistics and validation scores; absent in bundles of older versions.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> BundleMeta:
@@ -132,8 +160,9 @@ class BundleMeta(_Meta):
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (the contents of ``bundle.json``)."""
-        return self.model_dump()
+        """Plain JSON-ready dict (the contents of ``bundle.json``; no ``sources`` key when
+        none are recorded, so an older bundle is written back unchanged)."""
+        return self.model_dump(exclude={"sources"} if self.sources is None else None)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BundleMeta:

@@ -15,6 +15,7 @@ import csv
 import io
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -38,7 +39,7 @@ from pvdetect.synth.noise import stable_key
 from pvdetect.synth.populate import PV_TARGET, corner_cut, mean_plant_area, populate
 from pvdetect.synth.scene import SceneSummary, generate_scene
 
-__all__ = ["SPLITS", "SynthSummary", "generate_dataset"]
+__all__ = ["SPLITS", "SynthChip", "SynthSummary", "generate_dataset", "synthetic_chips"]
 
 SPLITS = ("train", "val", "test")
 
@@ -197,6 +198,58 @@ def _chip_arrays(
         float(north - PIXEL_SIZE * y0),
     )
     return img, label, valid, transform, crs, region, dates[date_i]
+
+
+@dataclass(frozen=True)
+class SynthChip:
+    """One chip of :func:`synthetic_chips`: what :func:`generate_dataset` writes for it."""
+
+    split: str
+    n: int  # the N of img(N).tif
+    site: str  # the site name of sites.csv (br001, te002, ...)
+    date: str
+    region: str
+    image: np.ndarray  # float32 [4, H, W], reflectance x 10000, nodata -9999
+    label: np.ndarray  # bool [H, W], PV (False where invalid)
+    valid: np.ndarray  # bool [H, W]
+    transform: Affine
+    crs: str
+
+
+def synthetic_chips(
+    chips: int, seed: int = 0, chip_size: int = 256, region: str | None = None
+) -> Iterator[SynthChip]:
+    """The chips :func:`generate_dataset` writes for ``chips``, ``seed`` and ``chip_size``,
+    generated one by one without writing anything.
+
+    Args:
+        chips: number of chips (at least 3).
+        seed: the generator seed.
+        chip_size: chip side in pixels.
+        region: None for the dataset's mix of regions; ``"brazil"`` or ``"temperate"`` keeps
+            the plan (splits, numbers, chips per site) but gives the k-th planned site the k-th
+            site id of that region, so every chip equals the one :func:`generate_dataset`
+            writes for that site id and position (in a dataset large enough to hold it).
+    """
+    _check_args(chips, 0, 32, seed, chip_size)
+    if region is not None and region not in REGIONS:
+        raise ConfigError(f"unknown region {region!r} (choose from {', '.join(REGIONS)})")
+    plans, _ = _plan_chips(chips, np.random.default_rng([seed, 1]))
+    site_ids: dict[int, int] = {}
+    if region is not None:
+        candidate = 0
+        for planned in sorted({p.site for p in plans}):
+            while _site_meta(seed, candidate)[0] != region:
+                candidate += 1
+            site_ids[planned] = candidate
+            candidate += 1
+    for plan in plans:
+        plan = replace(plan, site=site_ids.get(plan.site, plan.site))
+        img, label, valid, transform, crs, reg, day = _chip_arrays(seed, plan, chip_size)
+        yield SynthChip(
+            plan.split, plan.n, _site_name(seed, plan.site), day, reg, img, label, valid,
+            transform, crs,
+        )  # fmt: skip
 
 
 @dataclass

@@ -11,6 +11,7 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +37,21 @@ class MetricsCSV(Checkpoint):
     ``on_train_epoch_end`` (where the training metrics are logged), like the other
     monitoring callbacks; it sits before the ``last.ckpt`` callback so the row of an epoch
     is on disk when that epoch's checkpoint is. On (re)start, rows of epochs that are not
-    in the checkpoint are dropped, so resuming appends without duplicates.
+    in the checkpoint are dropped, so resuming appends without duplicates. ``extra_columns``
+    (validation metrics per source, ``val_iou@NAME``) follow the standard columns.
     """
 
     def __init__(
-        self, csv_path: Path, png_path: Path | None = None, monitor: str = "val_loss"
+        self,
+        csv_path: Path,
+        png_path: Path | None = None,
+        monitor: str = "val_loss",
+        extra_columns: Sequence[str] = (),
     ) -> None:
         self.csv_path = Path(csv_path)
         self.png_path = png_path
         self.monitor = monitor  # what best.ckpt is chosen by (marked in the curves)
+        self.columns = (*METRIC_COLUMNS, *extra_columns)
         self._validated: int | None = None  # epoch of the last validation
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -60,15 +67,15 @@ class MetricsCSV(Checkpoint):
             return
         rows = read_rows(self.csv_path)
         keep = [r for r in rows if num(r.get("epoch")) < trainer.current_epoch]
-        if len(keep) != len(rows) or (rows and list(rows[0]) != list(METRIC_COLUMNS)):
-            write_rows(self.csv_path, keep)
+        if len(keep) != len(rows) or (rows and list(rows[0]) != list(self.columns)):
+            write_rows(self.csv_path, keep, self.columns)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         m = trainer.callback_metrics
         row: dict[str, Any] = {"epoch": trainer.current_epoch}
-        for col in METRIC_COLUMNS[1:]:
+        for col in self.columns[1:]:
             if col == "lr":
                 opt = trainer.optimizers[0] if trainer.optimizers else None
                 row[col] = opt.param_groups[0]["lr"] if opt is not None else ""
@@ -79,7 +86,7 @@ class MetricsCSV(Checkpoint):
             else:
                 row[col] = ""
         rows = [r for r in read_rows(self.csv_path) if num(r.get("epoch")) < row["epoch"]]
-        write_rows(self.csv_path, [*rows, row])
+        write_rows(self.csv_path, [*rows, row], self.columns)
         if self.png_path is not None:
             try:
                 plot_curves(self.csv_path, self.png_path, monitor=self.monitor)

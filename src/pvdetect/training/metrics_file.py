@@ -1,9 +1,14 @@
-"""``RUN/metrics.csv``: its columns, and reading and rewriting it atomically."""
+"""``RUN/metrics.csv``: its columns, and reading and rewriting it atomically.
+
+Runs over several sources add per-source columns after the standard ones, named
+``METRIC@SOURCE`` (``val_loss@austria``, ``val_iou@austria``, ``val_f1@austria``, ...).
+"""
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +42,12 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rewrite ``metrics.csv`` atomically with the standard columns."""
+def write_rows(
+    path: Path, rows: list[dict[str, Any]], columns: Sequence[str] = METRIC_COLUMNS
+) -> None:
+    """Rewrite ``metrics.csv`` atomically with the standard (or the given) columns."""
     with atomic_output(path) as tmp, Path(tmp).open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(METRIC_COLUMNS), extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 

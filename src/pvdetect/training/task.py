@@ -3,29 +3,36 @@
 Everything between the raw batch and the network runs on the device, vectorised over the batch:
 
 - training: random crop at the native resolution (``crop_size / factor`` px, so the cost per
-  step does not grow with the upscale factor), random D4 flip/rotation, normalisation with the
+  step does not grow with the upscale factor), random D4 flip/rotation, spectral jitter of the
+  raw reflectance (``augment.spectral``, :mod:`pvdetect.model.spectral`), normalisation with the
   training-split band statistics, upscaling (bicubic or super-resolution), channels_last;
 - validation: whole chips, normalised and upscaled the same way; metrics are computed at the
   upscaled resolution (``val_iou``, ``val_f1``) and, with the probabilities averaged back onto
   the native grid exactly as :meth:`pvdetect.model.bundle.Bundle.predict_probs` does, at the native
   resolution (``val_iou_native``, ``val_f1_native``).
 
+With several sources (``sources``, ``source_of``), validation also keeps a loss and histograms
+per source (logged as ``val_loss@NAME``, ``val_iou@NAME``, ``val_f1@NAME``), and ``val_loss``,
+``val_iou`` ... and the calibration use the chips of the ``primary`` sources only (the real
+datasets' validation chips when there are any).
+
 Losses are summed on the device and pixel metrics go into
-:class:`~pvdetect.evaluation.metrics.ThresholdHistogram` counts on the device; nothing is
-read back to the host until the end of an epoch, where sums and histograms are reduced over
-DDP ranks once.
-Random augmentation uses a generator seeded from ``(seed, epoch, batch, rank)``, so a resumed
-run repeats exactly what an uninterrupted run would have done.
+:class:`~pvdetect.evaluation.metrics.ThresholdHistogram` counts on the device; nothing is read
+back to the host until the end of an epoch, where sums and histograms are reduced over DDP
+ranks once. Random augmentation uses a generator seeded from ``(seed, epoch, batch, rank)``, so
+a resumed run repeats exactly what an uninterrupted run would have done.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, is_dataclass
 from functools import partial
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -34,6 +41,7 @@ from pvdetect.evaluation.metrics import ThresholdHistogram
 from pvdetect.model.factory import build_model, required_multiple
 from pvdetect.model.losses import build_loss
 from pvdetect.model.preprocessing import Preprocessor, run_model
+from pvdetect.model.spectral import SpectralJitter, spectral_augment
 from pvdetect.model.transforms import d4_augment, random_crop, upscale_mask
 
 __all__ = ["HIST_BINS", "SegmentationTask", "cosine_factor"]
@@ -63,6 +71,10 @@ class SegmentationTask(L.LightningModule):
         chip_size: ``(height, width)`` of the packed chips at the native resolution.
         pretrained: Load ``config.model.weights`` (False when the weights come from a
             checkpoint anyway).
+        sources: Names of the chips' sources (several: per-source validation metrics).
+        source_of: Source of each chip, by cache index (with ``sources``).
+        primary: Per source: its validation chips count in ``val_*`` and the calibration
+            (default: all).
     """
 
     def __init__(
@@ -72,6 +84,9 @@ class SegmentationTask(L.LightningModule):
         in_channels: int = 4,
         chip_size: tuple[int, int] | list[int] = (64, 64),
         pretrained: bool = True,
+        sources: Sequence[str] | None = None,
+        source_of: Sequence[int] | np.ndarray | None = None,
+        primary: Sequence[bool] | None = None,
     ) -> None:
         super().__init__()
         cfg = config if isinstance(config, TrainConfig) else config_from_dict(config)
@@ -114,6 +129,20 @@ class SegmentationTask(L.LightningModule):
                 f"({self.chip_size[0]}x{self.chip_size[1]} px x{self.factor})"
             )
         self.crop_size = int(crop)
+        a = cfg.augment
+        self.jitter = (
+            SpectralJitter(a.p, a.gain, a.offset, a.brightness, a.haze) if a.spectral else None
+        )
+        self.source_names = list(sources) if sources is not None and len(sources) > 1 else []
+        self._source_of = (
+            np.asarray(source_of, dtype=np.int64) if self.source_names else np.zeros(0, np.int64)
+        )
+        n_src = len(self.source_names)
+        self._primary = list(primary) if primary is not None else [True] * n_src
+        if self.source_names and (
+            len(self._primary) != n_src or self._source_of.size == 0 or not any(self._primary)
+        ):
+            raise ValueError("sources need source_of and one primary flag per source")
         self._configured = False
         self._reset_epoch_state()
         #: histograms and loss of the last finished validation epoch (for calibration)
@@ -126,6 +155,14 @@ class SegmentationTask(L.LightningModule):
         self.val_hist = ThresholdHistogram(HIST_BINS)
         self.val_hist_native = ThresholdHistogram(HIST_BINS)
         self._sums: dict[str, Tensor] = {}
+        self._new_source_hists()
+
+    def _new_source_hists(self) -> None:
+        """Fresh per-source validation histograms (model and native resolution)."""
+        self.val_source_hists = [
+            (ThresholdHistogram(HIST_BINS), ThresholdHistogram(HIST_BINS))
+            for _ in self.source_names
+        ]
 
     def _add_loss(self, stage: str, loss: Tensor, n: int) -> None:
         acc = self._sums.get(stage)
@@ -135,14 +172,19 @@ class SegmentationTask(L.LightningModule):
         acc[0] += loss.detach().double() * n
         acc[1] += n
 
-    def _mean_loss(self, stage: str) -> float:
-        """Mean loss of the epoch over all ranks (one reduction, one host read)."""
+    def _loss_sum(self, stage: str) -> tuple[float, float]:
+        """Summed loss and sample count of the epoch over all ranks (one reduction)."""
         acc = self._sums.pop(stage, None)
         if acc is None:
             acc = torch.zeros(2, dtype=torch.float64, device=self.device)
         if self._trainer is not None and self.trainer.world_size > 1:
             acc = self.trainer.strategy.reduce(acc, reduce_op="sum")
         total, count = acc.tolist()
+        return total, count
+
+    def _mean_loss(self, stage: str) -> float:
+        """Mean loss of the epoch over all ranks (one reduction, one host read)."""
+        total, count = self._loss_sum(stage)
         return total / count if count else float("nan")
 
     # ------------------------------------------------------------------ model
@@ -201,6 +243,8 @@ class SegmentationTask(L.LightningModule):
             )
         if self.cfg.data.augment:
             x, mask, valid = d4_augment(x, mask, valid, generator=generator)
+        if self.jitter is not None:
+            x = spectral_augment(x, valid, self.jitter, generator=generator)
         x, valid_up = self.pre.model_input(x, valid)
         return x, upscale_mask(mask, self.factor), valid_up
 
@@ -225,6 +269,9 @@ class SegmentationTask(L.LightningModule):
         """Loss and histograms at model and at native resolution."""
         x, mask, valid = self.prepare_eval(batch)
         logits = self(x)
+        if self.source_names:
+            self._validate_sources(batch, logits, mask, valid)
+            return
         loss = self.loss_fn(logits, mask, valid)
         self._add_loss("val", loss, x.shape[0])
         probs = torch.sigmoid(logits.float())[:, 0]
@@ -233,6 +280,44 @@ class SegmentationTask(L.LightningModule):
             valid_native = batch["valid"].bool()
             native = self.pre.output_probs(probs, valid_native, native=True)
             self.val_hist_native.update(native, batch["mask"], valid_native)
+
+    def _validate_sources(
+        self, batch: dict[str, Tensor], logits: Tensor, mask: Tensor, valid: Tensor
+    ) -> None:
+        """Loss and histograms per source (the samples of one source at a time)."""
+        src = self._source_of[batch["index"].cpu().numpy()]
+        probs = torch.sigmoid(logits.float())[:, 0]
+        native = valid_native = None
+        if self.factor > 1:
+            valid_native = batch["valid"].bool()
+            native = self.pre.output_probs(probs, valid_native, native=True)
+        for s in np.unique(src):
+            rows = torch.from_numpy(np.nonzero(src == s)[0]).to(logits.device)
+            loss = self.loss_fn(logits[rows], mask[rows], valid[rows])
+            self._add_loss(f"val@{s}", loss, int(rows.numel()))
+            hist, hist_native = self.val_source_hists[int(s)]
+            hist.update(probs[rows], mask[rows], valid[rows])
+            if native is not None and valid_native is not None:
+                hist_native.update(native[rows], batch["mask"][rows], valid_native[rows])
+
+    def _source_epoch_end(self) -> dict[str, Any]:
+        """Reduce the per-source sums and histograms; the primary sources' totals."""
+        per: list[dict[str, Any]] = []
+        total = count = 0.0
+        hist, native = ThresholdHistogram(HIST_BINS), ThresholdHistogram(HIST_BINS)
+        for s, name in enumerate(self.source_names):
+            t, n = self._loss_sum(f"val@{s}")
+            h = self.val_source_hists[s][0].sync()
+            h_native = self.val_source_hists[s][1].sync() if self.factor > 1 else h
+            primary = bool(self._primary[s])
+            per.append({"name": name, "loss": t / n if n else float("nan"), "count": n,
+                        "hist": h, "hist_native": h_native, "primary": primary})  # fmt: skip
+            if primary:
+                total, count = total + t, count + n
+                hist.merge(h)
+                native.merge(h_native)
+        loss = total / count if count else float("nan")
+        return {"loss": loss, "hist": hist, "hist_native": native, "sources": per}
 
     # ------------------------------------------------------------------ epoch ends
 
@@ -255,15 +340,28 @@ class SegmentationTask(L.LightningModule):
         self.val_hist = ThresholdHistogram(HIST_BINS)
         self.val_hist_native = ThresholdHistogram(HIST_BINS)
         self._sums.pop("val", None)
+        for s in range(len(self.source_names)):
+            self._sums.pop(f"val@{s}", None)
+        self._new_source_hists()
 
     def on_validation_epoch_end(self) -> None:
         """Reduce over ranks, log val metrics at threshold 0.5, keep the histograms."""
-        loss = self._mean_loss("val")
-        hist = self.val_hist.sync()
-        native = self.val_hist_native.sync() if self.factor > 1 else hist
-        self.last_val = {"loss": loss, "hist": hist, "hist_native": native}
+        if self.source_names:
+            self.last_val = self._source_epoch_end()
+            loss, hist, native = (self.last_val[k] for k in ("loss", "hist", "hist_native"))
+        else:
+            loss = self._mean_loss("val")
+            hist = self.val_hist.sync()
+            native = self.val_hist_native.sync() if self.factor > 1 else hist
+            self.last_val = {"loss": loss, "hist": hist, "hist_native": native}
         if self.trainer.sanity_checking:
             return
+        for src in self.last_val.get("sources", []):
+            if src["count"]:
+                c = src["hist"].confusion(0.5)
+                self.log(f"val_loss@{src['name']}", src["loss"])
+                self.log(f"val_iou@{src['name']}", c.iou)
+                self.log(f"val_f1@{src['name']}", c.f1)
         conf, conf_n = hist.confusion(0.5), native.confusion(0.5)
         self.log("val_loss", loss, prog_bar=True)
         self.log("val_iou", conf.iou, prog_bar=True)

@@ -11,6 +11,12 @@ The run folder::
     RUN/bundle/                model bundle for ``predict`` / ``evaluate``
     RUN/logs/                  TensorBoard logs (with --tensorboard)
 
+Several sources (``data.sources``, ``data.synthetic``) train together
+(:mod:`pvdetect.data.sources`); ``metrics.csv`` then has ``val_loss@NAME``, ``val_iou@NAME`` and
+``val_f1@NAME`` columns per source with validation chips and ``bundle.json`` a ``sources``
+entry. With ``cv`` (and no ``cv_fold``) :func:`train` runs the cross-validation of
+:mod:`pvdetect.training.cv`.
+
 Options come from the dataclass defaults, then ``--config cfg.yaml``, then the command-line
 flags that were given. ``--resume`` continues from ``checkpoints/last.ckpt`` with the saved
 configuration (flags still override it, e.g. a larger ``--epochs`` extends a finished run).
@@ -32,8 +38,9 @@ from pvdetect import logs
 from pvdetect.config import TrainConfig, config_from_dict, save_config
 from pvdetect.device import env_rank_zero, resolve_precision
 from pvdetect.errors import ConfigError, OutputError
-from pvdetect.extras import require
 from pvdetect.io import first_line
+from pvdetect.training.calibration import calibrate, source_metrics
+from pvdetect.training.checks import check_devices, check_extras, check_resume_checkpoint
 from pvdetect.training.curves import plot_curves
 
 if TYPE_CHECKING:
@@ -41,6 +48,7 @@ if TYPE_CHECKING:
 
     from pvdetect.data.module import PVDataModule
     from pvdetect.data.packed import PackedCache
+    from pvdetect.data.sources import SourceSet
     from pvdetect.model.bundle import BundleMeta
     from pvdetect.training.task import SegmentationTask
 
@@ -58,7 +66,10 @@ log = logging.getLogger(__name__)
 def _resolve_paths(cfg: TrainConfig) -> TrainConfig:
     """Absolute paths for everything path-like, so the saved config works from anywhere."""
     cfg = config_from_dict(cfg.to_dict())
-    cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())  # type: ignore[arg-type]
+    if cfg.data.root:
+        cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
+    for src in cfg.data.sources:
+        src.root = str(Path(src.root).expanduser().resolve())
     cfg.out = str(Path(cfg.out).expanduser().resolve())  # type: ignore[arg-type]
     if cfg.data.cache_dir:
         cfg.data.cache_dir = str(Path(cfg.data.cache_dir).expanduser().resolve())
@@ -70,14 +81,10 @@ def _resolve_paths(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def build_trainer(cfg: TrainConfig, run_dir: Path, precision: str | None = None) -> L.Trainer:
-    """The Lightning Trainer and callbacks for ``cfg`` writing into ``run_dir``."""
-    import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+def _checkpoints(cfg: TrainConfig, ckpt_dir: Path) -> tuple[Any, Any]:
+    """``best.ckpt`` (by ``cfg.monitor``) and ``last.ckpt`` (every epoch) callbacks."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from pvdetect.training.callbacks import MetricsCSV, ProgressLog, ValidateLastEpoch
-
-    ckpt_dir = run_dir / "checkpoints"
     mode = "min" if cfg.monitor == "val_loss" else "max"
     best = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -99,7 +106,31 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, precision: str | None = None)
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    metrics = MetricsCSV(run_dir / "metrics.csv", run_dir / "curves.png", monitor=cfg.monitor)
+    return best, last
+
+
+def build_trainer(
+    cfg: TrainConfig,
+    run_dir: Path,
+    precision: str | None = None,
+    extra_columns: tuple[str, ...] = (),
+) -> L.Trainer:
+    """The Lightning Trainer and callbacks for ``cfg`` writing into ``run_dir``.
+
+    ``extra_columns``: further ``metrics.csv`` columns (the per-source validation metrics).
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
+
+    from pvdetect.training.callbacks import MetricsCSV, ProgressLog, ValidateLastEpoch
+
+    best, last = _checkpoints(cfg, run_dir / "checkpoints")
+    metrics = MetricsCSV(
+        run_dir / "metrics.csv",
+        run_dir / "curves.png",
+        monitor=cfg.monitor,
+        extra_columns=extra_columns,
+    )
     callbacks: list[Any] = [
         best,
         metrics,
@@ -140,35 +171,6 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, precision: str | None = None)
         default_root_dir=str(run_dir),
         log_every_n_steps=1,
     )
-
-
-def calibrate(task: SegmentationTask, metric: str = "f1") -> tuple[float, dict[str, Any]]:
-    """Threshold maximising ``metric`` on the last validation epoch and the metrics there.
-
-    Calibrated on the native-resolution probabilities (what ``predict`` writes by default);
-    the threshold is kept within ``[0.01, 0.99]``.
-    """
-    from pvdetect.training.task import THRESHOLD_MIN
-
-    if task.last_val is None:
-        raise RuntimeError("no validation epoch to calibrate on")
-    native = task.last_val["hist_native"]
-    up = task.last_val["hist"]
-    thr, _ = native.best_threshold(metric)
-    thr = min(max(thr, THRESHOLD_MIN), 1.0 - THRESHOLD_MIN)
-    conf = native.confusion(thr)
-    at_half = native.confusion(0.5)
-    metrics: dict[str, Any] = {**conf.to_dict(), "loss": float(task.last_val["loss"])}
-    metrics["threshold"] = thr
-    metrics["iou_at_0.5"] = at_half.iou
-    metrics["f1_at_0.5"] = at_half.f1
-    if task.factor > 1:
-        c_up = up.confusion(thr)
-        metrics["iou_upscaled"] = c_up.iou
-        metrics["f1_upscaled"] = c_up.f1
-    metrics = {k: (v if not (isinstance(v, float) and not math.isfinite(v)) else None)
-               for k, v in metrics.items()}  # fmt: skip
-    return thr, metrics
 
 
 def _tile_size(cfg: TrainConfig, cache: PackedCache) -> tuple[int, int]:
@@ -231,63 +233,6 @@ def _check_run_dir(cfg: TrainConfig, paths: RunPaths) -> None:
         )
 
 
-def check_devices(cfg: TrainConfig) -> None:
-    """Refuse an accelerator or device list this machine does not have (before any folder)."""
-    import torch
-
-    acc = cfg.accelerator
-    if acc in ("gpu", "cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--accelerator {acc}: CUDA is not available on this machine")
-        count = torch.cuda.device_count()
-        devices = cfg.devices
-        if isinstance(devices, int) and devices > count:
-            raise ConfigError(f"--devices {devices}: only {count} CUDA device(s) present")
-        if isinstance(devices, list) and devices and max(devices) >= count:
-            raise ConfigError(f"--devices {devices}: only {count} CUDA device(s) present")
-    if acc == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ConfigError("--accelerator mps: Apple MPS is not available on this machine")
-
-
-def check_extras(cfg: TrainConfig) -> None:
-    """Refuse options whose optional packages are missing, naming the extra to install."""
-    if cfg.tensorboard:
-        require("tensorboard", "tensorboard", "--tensorboard")
-    if cfg.upscale.factor > 1 and cfg.upscale.method == "sr":
-        require("spandrel", "sr", "--upscale-method sr")
-
-
-def check_resume_checkpoint(path: Path, task: SegmentationTask) -> None:
-    """Refuse a truncated or foreign ``last.ckpt`` with one line, before Lightning opens it.
-
-    The file is read the way Lightning will read it (``weights_only``: no code runs), and its
-    model weights must be this run's network.
-    """
-    import torch
-
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for broken files
-        raise ConfigError(
-            f"{path}: not a readable checkpoint ({first_line(exc)}); it cannot be resumed"
-        ) from None
-    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or "epoch" not in ckpt:
-        raise ConfigError(f"{path}: not a pvdetect training checkpoint; it cannot be resumed")
-    want = {k for k in task.state_dict() if k.startswith("model.")}
-    have = {k for k in state if k.startswith("model.")}
-    if want != have or any(
-        tuple(state[k].shape) != tuple(v.shape) for k, v in task.state_dict().items() if k in want
-    ):
-        raise ConfigError(
-            f"{path}: checkpoint of another network than {task.cfg.model.arch}/"
-            f"{task.cfg.model.encoder} with {task.hparams['in_channels']} bands; it cannot be "
-            "resumed with this configuration"
-        )
-
-
 def _on_gpu(cfg: TrainConfig) -> bool:
     import torch
 
@@ -296,20 +241,16 @@ def _on_gpu(cfg: TrainConfig) -> bool:
     )
 
 
-def _data(cfg: TrainConfig) -> tuple[PackedCache, PVDataModule]:
-    """The packed cache of the dataset and the data module drawing batches from it."""
-    from pvdetect.data.layouts import find_chips
+def _data(cfg: TrainConfig) -> tuple[SourceSet, PVDataModule]:
+    """The packed sources (the fold's splits with ``cv_fold``) and the data module."""
     from pvdetect.data.module import PVDataModule
-    from pvdetect.data.packed import build_cache
+    from pvdetect.data.sources import cv_splits
+    from pvdetect.training.sources import open_sources
 
     d = cfg.data
-    records = find_chips(
-        Path(d.root),  # type: ignore[arg-type]
-        seed=cfg.seed,
-        val_fraction=d.val_fraction,
-        test_fraction=d.test_fraction,
-    )
-    cache = build_cache(records, d.cache_dir, d.band_order)
+    cache = open_sources(d, seed=cfg.seed)
+    if cfg.cv and cfg.cv_fold:
+        cache = cv_splits(cache, cfg.cv, cfg.cv_fold, seed=cfg.seed)
     dm = PVDataModule(
         cache,
         batch_size=d.batch_size,
@@ -320,9 +261,17 @@ def _data(cfg: TrainConfig) -> tuple[PackedCache, PVDataModule]:
         oversample_pv=d.oversample_pv,
         seed=cfg.seed,
         pin_memory=_on_gpu(cfg),
-        source=d.root,
+        source=cache.sources[0].where if len(cache.sources) == 1 else "training sources",
     )
     return cache, dm
+
+
+def _source_columns(cache: SourceSet) -> tuple[str, ...]:
+    """``metrics.csv`` columns of the sources with validation chips (several sources only)."""
+    if len(cache.sources) < 2:
+        return ()
+    names = [n for s, n in enumerate(cache.names) if cache.indices("val", s).size]
+    return tuple(f"{m}@{n}" for n in names for m in ("val_loss", "val_iou", "val_f1"))
 
 
 def _start_run_dir(cfg: TrainConfig, paths: RunPaths) -> None:
@@ -356,8 +305,9 @@ def _fit(
     """Fit (or resume), then validate the checkpoint the bundle will hold; returns it."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    extra = _source_columns(dm.cache) if hasattr(dm.cache, "sources") else ()
     try:
-        trainer = build_trainer(cfg, paths.run_dir, precision)
+        trainer = build_trainer(cfg, paths.run_dir, precision, extra)
     except (MisconfigurationException, ValueError) as exc:
         raise ConfigError(f"cannot set up training: {first_line(exc)}") from None
     with warnings.catch_warnings():
@@ -391,10 +341,12 @@ def train(config: TrainConfig) -> Path:
         OutputError: the run folder holds a run already (without ``resume``) or cannot be
             written.
     """
-    if not config.data.root:
+    if not config.data.has_data():
         raise ConfigError("data.root: no dataset given")
     if not config.out:
         raise ConfigError("out: no run folder given")
+    if config.cv and config.cv_fold is None:  # the folds are runs of their own
+        raise ConfigError("cv: run the folds with pvdetect.training.cv.cross_validate")
     cfg = _resolve_paths(config)
     paths = RunPaths(Path(cfg.out))  # type: ignore[arg-type]
     _check_run_dir(cfg, paths)
@@ -414,7 +366,14 @@ def train(config: TrainConfig) -> Path:
         torch.set_float32_matmul_precision("high")  # TF32 for the float32 parts
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     task = SegmentationTask(
-        cfg, cache.stats, in_channels=channels, chip_size=(height, width), pretrained=not cfg.resume
+        cfg,
+        cache.stats,
+        in_channels=channels,
+        chip_size=(height, width),
+        pretrained=not cfg.resume,
+        sources=cache.names,
+        source_of=cache.source_of.tolist(),
+        primary=cache.primary(),
     )
     if cfg.resume:
         check_resume_checkpoint(paths.last, task)
@@ -429,7 +388,9 @@ def train(config: TrainConfig) -> Path:
         raise
     threshold, val_metrics = calibrate(task, cfg.threshold_metric)
     if trainer.is_global_zero:
-        meta = bundle_meta(cfg, cache, threshold, {**val_metrics, "checkpoint": source.name})
+        per_source = source_metrics(task, threshold)
+        meta = bundle_meta(cfg, cache, threshold, {**val_metrics, "checkpoint": source.name},
+                           per_source)  # fmt: skip
         save_bundle(paths.run_dir / "bundle", task.model, meta)
         if (paths.run_dir / "metrics.csv").is_file():
             plot_curves(
@@ -450,11 +411,28 @@ def train(config: TrainConfig) -> Path:
 
 
 def bundle_meta(
-    cfg: TrainConfig, cache: PackedCache, threshold: float, val_metrics: dict[str, Any]
+    cfg: TrainConfig,
+    cache: PackedCache | SourceSet,
+    threshold: float,
+    val_metrics: dict[str, Any],
+    per_source: dict[str, dict[str, Any]] | None = None,
 ) -> BundleMeta:
-    """The bundle metadata of a finished run: what predict and evaluate need to know."""
+    """The bundle metadata of a finished run: what predict and evaluate need to know.
+
+    With a :class:`~pvdetect.data.sources.SourceSet` the ``sources`` entry describes each
+    source (its validation metrics from ``per_source``; with one source, ``val_metrics``).
+    """
     from pvdetect.data.raster import BAND_NAMES, DEFAULT_NODATA
     from pvdetect.model.bundle import BundleMeta, UpscaleMeta
+
+    sources = None
+    if hasattr(cache, "describe"):
+        sources = cache.describe()
+        for entry in sources:
+            if len(sources) == 1:
+                entry["val_metrics"] = dict(val_metrics)
+            else:
+                entry["val_metrics"] = dict((per_source or {}).get(entry["name"], {}))
 
     channels = cache.images.shape[1]
     tile, overlap = _tile_size(cfg, cache)
@@ -479,6 +457,7 @@ def bundle_meta(
         overlap=overlap,
         data_fingerprint=cache.fingerprint,
         val_metrics=val_metrics,
+        sources=sources,
     )
 
 
