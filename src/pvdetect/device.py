@@ -7,6 +7,7 @@ bf16 autocast runs on every CPU and on GPUs that support it; older GPUs get floa
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING
 
@@ -44,26 +45,54 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def cpu_bf16_fast() -> bool:
+    """Whether this CPU runs bf16 kernels natively (oneDNN: AVX-512 BF16/AMX, or AVX-512 or
+    Arm bf16 vector units). Without them bf16 is emulated: an AVX2-only AMD EPYC runs a
+    unet/resnet18 forward 8x slower under bf16 autocast than in float32."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def bf16_supported(device_type: str) -> bool:
-    """Whether bf16 autocast is fast on this kind of device (every CPU; recent GPUs)."""
+    """Whether bf16 autocast is fast on this kind of device (CPUs with native bf16; recent
+    GPUs)."""
     import torch
 
     if device_type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    return device_type == "cpu"
+    return device_type == "cpu" and cpu_bf16_fast()
 
 
 def autocast_dtype(device: torch.device | str) -> torch.dtype:
-    """The autocast dtype for ``device``: bf16 on CPUs and bf16-capable GPUs, else float16."""
+    """The autocast dtype for ``device``: bf16 where it is fast (CPUs with native bf16,
+    bf16-capable GPUs), float16 on older GPUs, float32 (no autocast) on other CPUs."""
     import torch
 
     kind = torch.device(device).type
-    return torch.bfloat16 if kind == "cpu" or bf16_supported(kind) else torch.float16
+    if bf16_supported(kind):
+        return torch.bfloat16
+    return torch.float16 if kind == "cuda" else torch.float32
+
+
+def autocast(device: torch.device | str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` at :func:`autocast_dtype` (disabled where that is float32)."""
+    import torch
+
+    kind = torch.device(device).type
+    dtype = autocast_dtype(device)
+    if dtype == torch.float32:
+        return torch.autocast(kind, enabled=False)
+    return torch.autocast(kind, dtype=dtype)
 
 
 def resolve_precision(precision: str = "auto", accelerator: str = "auto") -> str:
-    """Lightning precision for ``precision``; ``auto``: bf16-mixed on CPU and bf16-capable
-    GPUs, 16-mixed (with gradient scaling) on older GPUs, 32-true on Apple MPS."""
+    """Lightning precision for ``precision``; ``auto``: bf16-mixed on bf16-capable GPUs and
+    CPUs with native bf16, 16-mixed (with gradient scaling) on older GPUs, 32-true on other
+    CPUs and on Apple MPS."""
     if precision != "auto":
         return precision
     import torch
@@ -80,7 +109,7 @@ def resolve_precision(precision: str = "auto", accelerator: str = "auto") -> str
         return "bf16-mixed" if bf16_supported("cuda") else "16-mixed"
     if acc == "mps":
         return "32-true"
-    return "bf16-mixed"
+    return "bf16-mixed" if cpu_bf16_fast() else "32-true"
 
 
 def env_rank_zero() -> bool:

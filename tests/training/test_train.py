@@ -181,12 +181,23 @@ def test_bad_dataset_path_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "run").exists()
 
 
-def test_precision_auto_resolution() -> None:
-    assert resolve_precision("auto", "cpu") == "bf16-mixed"
+def test_precision_auto_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 on a CPU only where it is native (emulated bf16 is ~8x slower than float32)."""
+    import pvdetect.device as device
+
+    assert device.cpu_bf16_fast() == torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert resolve_precision("32", "cpu") == "32"
     assert resolve_precision("16-mixed", "auto") == "16-mixed"
-    if not torch.cuda.is_available():
-        assert resolve_precision("auto", "auto") == "bf16-mixed"
+    for fast, want in ((True, "bf16-mixed"), (False, "32-true")):
+        monkeypatch.setattr(device, "cpu_bf16_fast", lambda fast=fast: fast)
+        assert resolve_precision("auto", "cpu") == want
+        if not torch.cuda.is_available():
+            assert resolve_precision("auto", "auto") == want
+        assert device.autocast_dtype("cpu") == (torch.bfloat16 if fast else torch.float32)
+        with device.autocast("cpu"):
+            assert torch.is_autocast_enabled("cpu") == fast
+            y = torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3))
+        assert y.dtype == (torch.bfloat16 if fast else torch.float32)
 
 
 def test_ddp_two_cpu_processes(dataset: Path, tmp_path: Path) -> None:

@@ -89,15 +89,14 @@ class _Upscaler:
         import torch.nn.functional as F
 
         from pvdetect.data.raster import valid_pixels
-        from pvdetect.device import autocast_dtype
+        from pvdetect.device import autocast
 
         f = self.factor
         valid = valid_pixels(image, nodata)
         filled = _fill_nearest(image, valid)
         x = torch.from_numpy(filled)[None].to(self.device)
         if self.method == "sr":
-            dev = self.device.type
-            with torch.autocast(dev, dtype=autocast_dtype(self.device)):
+            with autocast(self.device):
                 up = self.sr(x)
         else:
             up = F.interpolate(x, scale_factor=f, mode="bicubic", align_corners=False)

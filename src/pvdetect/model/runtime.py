@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pvdetect.device import autocast_dtype
+from pvdetect.device import autocast
 from pvdetect.model.bundle_meta import BundleMeta
 from pvdetect.model.preprocessing import Preprocessor, run_model, tta_elements, tta_probs
 
@@ -82,6 +82,6 @@ class Bundle:
 
     def _forward(self, x: Tensor) -> Tensor:
         """Sigmoid of the model on normalised input ``[B, C, H, W]`` -> ``[B, H, W]``."""
-        with torch.autocast(self.device.type, dtype=autocast_dtype(self.device)):
+        with autocast(self.device):
             logits = run_model(self.model, x, self.multiple)
         return torch.sigmoid(logits.float())[:, 0]

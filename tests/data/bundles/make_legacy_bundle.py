@@ -37,6 +37,7 @@ import torch
 from pvdetect import __version__
 from pvdetect.cli import main as pvdetect_main
 from pvdetect.data.raster import DEFAULT_NODATA, read_raster
+from pvdetect.device import autocast_dtype
 from pvdetect.model.bundle import BundleMeta, save_bundle
 from pvdetect.model.factory import build_model
 from pvdetect.model.losses import build_loss
@@ -153,6 +154,7 @@ def main() -> None:
         "pvdetect_version": __version__,
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "autocast": str(autocast_dtype("cpu")).removeprefix("torch."),
         "machine": platform.machine(),
         "valid_pixels": int((prob[0] != DEFAULT_NODATA).sum()),
     }
