@@ -346,7 +346,8 @@ def report(result: dict) -> str:
     if o:
         lines += [
             "",
-            "(3) ONNX (onnxruntime, float32) against torch (bf16 autocast) on the CPU, same "
+            "(3) ONNX (onnxruntime, float32) against torch (`device.autocast`: bf16 only on CPUs "
+            "with native bf16, else float32) on the CPU, same "
             f"trained bundle, `predict_scene` on the {result['trained_size']} px scene:",
             "",
             markdown_table(
