@@ -173,6 +173,8 @@ def test_train_bands_choose_the_chips_bands(tmp_path: Path) -> None:
         .cache
     )
     assert picked.images.shape[1] == 4
+    sset = open_sources(DataConfig(root=str(root), bands="5,3,2,1", cache_dir=str(tmp_path / "c")))
+    assert sset.describe()[0]["settings"]["bands"] == "5,3,2,1"  # bundle.json "sources"
     with rasterio.open(picked.records[0].image) as ds:
         raw = ds.read()
     np.testing.assert_array_equal(picked.images[0][:, :16, :16], raw[[4, 2, 1, 0]])

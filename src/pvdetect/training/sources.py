@@ -90,7 +90,7 @@ def _dataset_source(spec: dict[str, Any], name: str, data: DataConfig, seed: int
     drop = spec.get("drop_empty")
     over = spec.get("oversample_pv")
     settings = {"root": str(spec["root"]), "val_fraction": val, "test_fraction": test,
-                "band_order": order}  # fmt: skip
+                "band_order": order, "bands": data.bands}  # fmt: skip
     return Source(
         name=name,
         kind="dataset",
