@@ -2,8 +2,8 @@
 
 Four training recipes, U-Net + resnet18 from scratch, x2 bicubic upscaling, 64 px crops at
 model resolution (the chips' 32 px around PV half of the time), batch 8, cosine schedule, the
-same number of optimiser steps for every recipe, float32 (``--precision 32``: bf16 autocast is
-about 10x slower than float32 on this CPU, which has no native bf16):
+same number of optimiser steps for every recipe, float32 (``--precision 32``, what ``auto`` gives on
+CPUs without native bf16, where emulated bf16 is about 8x slower):
 
 - (a) ``austria_s2`` alone;
 - (b) synthetic chips alone (``--synthetic N``, both regions, 64 px, validation on their own
@@ -29,21 +29,18 @@ Results: ``bench_out/cross_region.json`` and the section "Cross-region training"
 ``benchmarks/RESULTS.md``. Runs are kept in ``bench_out/cross_region/`` and a rerun resumes or
 reuses them (``--fresh`` starts over). ``--quick`` is a smoke test (tiny budget, 2 folds).
 
-Usage: ``python benchmarks/cross_region.py [--quick] [--fresh] [--folds 3]``
+Usage: ``python benchmarks/cross_region.py [--quick] [--fresh] [--folds 3] [--epochs 40]``
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,30 +172,6 @@ def test_chips(b: dict[str, Any]) -> Any:
 # --------------------------------------------------------------------------- evaluation
 
 
-@contextlib.contextmanager
-def fp32_on_cpu() -> Iterator[None]:
-    """Inference in float32: bf16 autocast is about 10x slower than float32 on CPUs without
-    native bf16 (this AMD EPYC), and Bundle.predict_probs always autocasts on the CPU. A
-    float32 autocast dtype disables autocast (torch warns; silenced here)."""
-    import pvdetect.model.bundle as bundle_mod
-
-    saved = bundle_mod.autocast_dtype
-    bundle_mod.autocast_dtype = lambda device: torch_float32()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*CPU [Aa]utocast.*")
-            yield
-    finally:
-        bundle_mod.autocast_dtype = saved
-
-
-def torch_float32() -> Any:
-    """``torch.float32`` (imported late: this module must not import torch at start)."""
-    import torch
-
-    return torch.float32
-
-
 def _predictor(bundle: Any) -> Any:
     def predict(raw: Any, valid: Any, _idx: Any) -> Any:
         return bundle.predict_probs(raw, valid, native=True)
@@ -227,7 +200,7 @@ def eval_scenes(
         if not all((pred_dir / f"{img.stem}_mask.tif").is_file() for img, _ in pairs):
             if pred_dir.exists():
                 shutil.rmtree(pred_dir)
-            # pvdetect predict, in this process for the float32 inference (see fp32_on_cpu)
+            # pvdetect predict, in this process
             from pvdetect import cli
 
             code = cli.main(["predict", str(bundle_dir), *(str(img) for img, _ in pairs),
@@ -439,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a tiny smoke run (not for RESULTS.md)")
     ap.add_argument("--fresh", action="store_true", help="retrain everything")
     ap.add_argument("--folds", type=int, default=None, help="CV folds (default 3)")
+    ap.add_argument("--epochs", type=int, default=None, help="epochs per run (default 40)")
     ap.add_argument("--recipes", default="abcd", help="recipes to run (default abcd)")
     args = ap.parse_args(argv)
     if not (AUSTRIA / "train" / "input").is_dir():
@@ -450,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     b = budget(args.quick)
     if args.folds:
         b["folds"] = args.folds
+    if args.epochs:
+        b["epochs"] = args.epochs
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"uptime: {uptime}", flush=True)
     t0 = time.perf_counter()
@@ -462,8 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     for recipe in args.recipes:
         run, secs = run_recipe(recipe, b, args.fresh)
         train_seconds[recipe] = secs
-        with fp32_on_cpu():
-            rows += evaluate_recipe(recipe, run, b, scenes, chips, folds_of)
+        # inference as pvdetect does it: float32 on CPUs without native bf16 (device.autocast)
+        rows += evaluate_recipe(recipe, run, b, scenes, chips, folds_of)
     s = summary(rows)
     doc = {
         "machine": machine_info(),

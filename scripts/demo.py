@@ -123,7 +123,7 @@ def print_plants(gpkg: Path, limit: int = 15) -> None:
     """The largest plants of one scene with their areas."""
     from pyogrio.raw import read
 
-    meta, _, _, values = read(gpkg, read_geometry=False)
+    meta, _, _, values = read(gpkg, layer="plants", read_geometry=False)
     cols = dict(zip(meta["fields"], values, strict=True))
     order = sorted(range(len(cols["area_ha"])), key=lambda i: -cols["area_ha"][i])
     print(f"{gpkg.name}: {len(order)} plants (largest first)")
