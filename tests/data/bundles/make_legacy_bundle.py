@@ -8,8 +8,8 @@ Outputs, all committed:
 
 * ``v1/``: a bundle folder (``bundle.json`` + ``model.safetensors``) written by
   :func:`pvdetect.model.bundle.save_bundle` of pvdetect 0.1.0: a LinkNet with timm's
-  ``mobilenetv3_small_050`` encoder (the smallest smp model that keeps the folder small; a U-Net's
-  decoder alone is over 4 MB), trained for a few steps on the scene so that its BatchNorm
+  ``test_efficientnet`` encoder (94,971 parameters, 0.4 MB: tracked files stay under 1 MiB;
+  a U-Net's decoder alone is over 4 MB), trained for a few steps on the scene so that its BatchNorm
   statistics and weights are not the initial ones;
 * ``scene.tif``: 64 x 64 px, 4 bands (R, G, B, NIR reflectance x 10000, nodata -9999) with
   plants that are dark in NIR and a nodata corner;
@@ -46,7 +46,7 @@ from tests.fixtures import grid, plant_pattern, write_scene
 
 HERE = Path(__file__).resolve().parent
 ARCH = "linknet"
-ENCODER = "tu-mobilenetv3_small_050"
+ENCODER = "tu-test_efficientnet"
 SEED = 0
 SIZE = 64
 CREATED = "2025-01-01T00:00:00+00:00"
