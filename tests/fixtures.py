@@ -19,12 +19,15 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from affine import Affine
 
 from pvdetect.data.raster import DEFAULT_NODATA, write_raster
+
+if TYPE_CHECKING:
+    from pvdetect.model.bundle import Bundle, BundleMeta
 
 #: UTM zone 33N, the CRS of the Austrian chips
 UTM33 = "EPSG:32633"
@@ -305,3 +308,19 @@ def write_manifest_dataset(
         writer.writeheader()
         writer.writerows(rows)
     return csv_path
+
+
+def nir_bundle(meta: BundleMeta) -> Bundle:
+    """A pixel-wise bundle on the CPU: logits 8 x normalised NIR, so PV where NIR is above its
+    band mean (a 1 x 1 convolution standing in for a network)."""
+    import torch
+    from torch import nn
+
+    from pvdetect.model.bundle import Bundle
+
+    conv = nn.Conv2d(4, 1, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 3] = 8.0
+        conv.bias.zero_()
+    return Bundle(meta, conv).to("cpu")

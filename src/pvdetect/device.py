@@ -8,6 +8,7 @@ bf16 autocast runs on every CPU and on GPUs that support it; older GPUs get floa
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+@functools.cache
 def cpu_bf16_fast() -> bool:
     """Whether this CPU runs bf16 kernels natively (oneDNN: AVX-512 BF16/AMX, or AVX-512 or
     Arm bf16 vector units). Without them bf16 is emulated: an AVX2-only AMD EPYC runs a

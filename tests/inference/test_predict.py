@@ -31,7 +31,7 @@ from pvdetect.inference.tiling import (
 )
 from pvdetect.model.bundle import Bundle, BundleMeta, UpscaleMeta, load_bundle, save_bundle
 from pvdetect.model.factory import build_model
-from tests.fixtures import write_random_scene, write_scene
+from tests.fixtures import nir_bundle, write_random_scene, write_scene
 
 UTM = "EPSG:32633"
 T_UTM = Affine(10, 0, 500010, 0, -10, 5300020)
@@ -55,12 +55,7 @@ def _local_bundle(factor: int = 1) -> Bundle:
 
 def _nir_bundle() -> Bundle:
     """Pixel-wise model: PV where NIR is above the band mean (1000)."""
-    conv = nn.Conv2d(4, 1, 1)
-    with torch.no_grad():
-        conv.weight.zero_()
-        conv.weight[0, 3] = 8.0
-        conv.bias.zero_()
-    return Bundle(_meta(), conv).to("cpu")
+    return nir_bundle(_meta())
 
 
 @pytest.fixture(scope="module")

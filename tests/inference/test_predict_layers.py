@@ -17,29 +17,25 @@ import rasterio
 import shapely
 import torch
 from affine import Affine
-from torch import nn
 
 from pvdetect.cli import main
 from pvdetect.data.raster import write_raster
 from pvdetect.inference.predict import PredictOptions, predict_scene
 from pvdetect.model.bundle import Bundle, BundleMeta, save_bundle
 from pvdetect.model.factory import build_model
+from tests.fixtures import nir_bundle
 
 UTM = "EPSG:32633"
 T = Affine(10, 0, 500010, 0, -10, 5300020)
+
 STATS = {"mean": [1000.0] * 4, "std": [500.0] * 4, "p2": [0.0] * 4, "p98": [3000.0] * 4}
 NAME = "S2B_MSIL2A_20230412T100031_T33UXP.tif"
 
 
 def _nir_bundle() -> Bundle:
     """Pixel-wise model: PV where NIR is above the band mean (1000)."""
-    conv = nn.Conv2d(4, 1, 1)
-    with torch.no_grad():
-        conv.weight.zero_()
-        conv.weight[0, 3] = 8.0
-        conv.bias.zero_()
     meta = BundleMeta(arch="unet", encoder="resnet18", band_stats=STATS, tile_size=64, overlap=16)
-    return Bundle(meta, conv).to("cpu")
+    return nir_bundle(meta)
 
 
 def _scene(path: Path, h: int = 600, w: int = 600) -> Path:

@@ -6,9 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from pvdetect.commands.predict import add_plant_arguments, check_plant_arguments
 from pvdetect.errors import ConfigError, DataError
-from pvdetect.inference.tiling import CPU_BATCH, GPU_BATCH
-from pvdetect.inference.vectorize import DEFAULT_MAX_HOLE_M2, DEFAULT_MIN_AREA_M2
 from pvdetect.io import first_line
 
 
@@ -70,30 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--quicklook-size", type=int, default=2048, metavar="PX", help="quicklook.png long side"
     )
     pred = parser.add_argument_group("prediction")
-    pred.add_argument(
-        "--threshold", type=float, default=None, help="PV probability threshold (default: bundle)"
-    )
-    pred.add_argument(
-        "--min-area",
-        type=float,
-        default=DEFAULT_MIN_AREA_M2,
-        metavar="M2",
-        help=f"drop plants smaller than this many m2 (default {DEFAULT_MIN_AREA_M2:g})",
-    )
-    pred.add_argument(
-        "--max-hole",
-        type=float,
-        default=DEFAULT_MAX_HOLE_M2,
-        metavar="M2",
-        help=f"fill holes in plants smaller than this many m2 (default {DEFAULT_MAX_HOLE_M2:g})",
-    )
-    pred.add_argument("--tta", action="store_true", help="test-time augmentation (8x slower)")
-    pred.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help=f"tiles per forward pass (default {CPU_BATCH} on CPU, {GPU_BATCH} on GPU)",
-    )
+    add_plant_arguments(pred)
     pred.add_argument("--device", default="auto", help="auto, cpu or cuda, on every worker")
     run = parser.add_argument_group("execution")
     where = run.add_mutually_exclusive_group()
@@ -204,10 +180,7 @@ def run(args: argparse.Namespace) -> int:
     from pvdetect.mapping.sources import LocalScenes, TileSource
     from pvdetect.model.bundle import read_meta
 
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        raise ConfigError(f"--threshold {args.threshold}: must be between 0 and 1")
-    if args.min_area < 0 or args.max_hole < 0:
-        raise ConfigError("--min-area and --max-hole must be >= 0")
+    check_plant_arguments(args)
     if args.resume and args.overwrite:
         raise ConfigError("--resume and --overwrite: give one of them")
     if args.bbox and args.aoi:

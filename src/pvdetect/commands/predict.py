@@ -24,6 +24,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overlap", type=int, default=None, help="tile overlap in pixels (default: bundle)"
     )
+    add_plant_arguments(parser)
+    parser.add_argument(
+        "--geojson", action="store_true", help="also write <stem>_plants.geojson (EPSG:4326)"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument(
+        "--upscaled-output",
+        action="store_true",
+        help="with an upscaling bundle, write rasters at the upscaled resolution",
+    )
+    parser.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
+    add_input_arguments(parser)
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a scene whose values look unlike the training data (default: warn)",
+    )
+    parser.add_argument(
+        "--aoi",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="area of interest (GeoJSON, GeoPackage ... polygons, any CRS): predict only there",
+    )
+
+
+def add_plant_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--batch-size``, ``--threshold``, ``--min-area``, ``--max-hole``, ``--tta`` (shared
+    with ``pvdetect map``)."""
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -48,29 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"fill holes in plants smaller than this many m2 (default {DEFAULT_MAX_HOLE_M2:g})",
     )
     parser.add_argument("--tta", action="store_true", help="test-time augmentation (8x slower)")
-    parser.add_argument(
-        "--geojson", action="store_true", help="also write <stem>_plants.geojson (EPSG:4326)"
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    parser.add_argument(
-        "--upscaled-output",
-        action="store_true",
-        help="with an upscaling bundle, write rasters at the upscaled resolution",
-    )
-    parser.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
-    add_input_arguments(parser)
-    parser.add_argument(
-        "--strict",
-        action="store_true",
-        help="refuse a scene whose values look unlike the training data (default: warn)",
-    )
-    parser.add_argument(
-        "--aoi",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="area of interest (GeoJSON, GeoPackage ... polygons, any CRS): predict only there",
-    )
+
+
+def check_plant_arguments(args: argparse.Namespace) -> None:
+    """Refuse a threshold outside [0, 1] and negative areas."""
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise ConfigError(f"--threshold {args.threshold}: must be between 0 and 1")
+    if args.min_area < 0 or args.max_hole < 0:
+        raise ConfigError("--min-area and --max-hole must be >= 0")
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,10 +124,7 @@ def check_input_arguments(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``pvdetect predict``."""
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        raise ConfigError(f"--threshold {args.threshold}: must be between 0 and 1")
-    if args.min_area < 0 or args.max_hole < 0:
-        raise ConfigError("--min-area and --max-hole must be >= 0")
+    check_plant_arguments(args)
     check_input_arguments(args)
     options = PredictOptions(
         tile=args.tile,

@@ -39,8 +39,34 @@ def ratio(num: float, den: float, if_empty: float) -> float:
     return float(num) / float(den) if den else float(if_empty)
 
 
+class DetectionScores:
+    """Precision, recall and F1 from the counts ``tp``, ``fp`` and ``fn`` of a subclass
+    (pixels in :class:`Confusion`, plants in the object metrics), with the same zero-division
+    rules: precision without predictions is 1 when nothing was missed, recall without truth
+    is 1 when nothing was predicted, F1 of nothing against nothing is 1."""
+
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        """tp / (tp + fp)."""
+        return ratio(self.tp, self.tp + self.fp, 1.0 if self.fn == 0 else 0.0)
+
+    @property
+    def recall(self) -> float:
+        """tp / (tp + fn) (sensitivity, producer's accuracy of PV)."""
+        return ratio(self.tp, self.tp + self.fn, 1.0 if self.fp == 0 else 0.0)
+
+    @property
+    def f1(self) -> float:
+        """F1 score (Dice) of the PV class, or of the plants."""
+        return ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn, 1.0)
+
+
 @dataclass
-class Confusion:
+class Confusion(DetectionScores):
     """Pixel confusion counts of the PV class and the scores derived from them.
 
     Zero-division rules (chosen so that agreeing on "nothing" is perfect and no score is NaN):
@@ -88,24 +114,9 @@ class Confusion:
         return ratio(self.tp + self.tn, self.total, 1.0)
 
     @property
-    def precision(self) -> float:
-        """tp / (tp + fp)."""
-        return ratio(self.tp, self.tp + self.fp, 1.0 if self.fn == 0 else 0.0)
-
-    @property
-    def recall(self) -> float:
-        """tp / (tp + fn) (sensitivity, producer's accuracy of PV)."""
-        return ratio(self.tp, self.tp + self.fn, 1.0 if self.fp == 0 else 0.0)
-
-    @property
     def specificity(self) -> float:
         """tn / (tn + fp)."""
         return ratio(self.tn, self.tn + self.fp, 1.0 if self.fn == 0 else 0.0)
-
-    @property
-    def f1(self) -> float:
-        """F1 score (Dice) of the PV class."""
-        return ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn, 1.0)
 
     @property
     def iou(self) -> float:

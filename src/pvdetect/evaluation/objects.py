@@ -14,7 +14,7 @@ import torch
 from scipy import ndimage
 
 from pvdetect.data.raster import IGNORE_INDEX
-from pvdetect.evaluation.metrics import ratio
+from pvdetect.evaluation.metrics import DetectionScores, ratio
 
 __all__ = ["ObjectAccumulator", "ObjectMetrics", "object_metrics"]
 
@@ -26,11 +26,12 @@ def _to_numpy(a: Any) -> np.ndarray:
 
 
 @dataclass
-class ObjectMetrics:
+class ObjectMetrics(DetectionScores):
     """Plant-level (connected component) detection scores and area errors.
 
     Counts: ``tp`` matched pairs, ``fp`` unmatched predicted regions, ``fn`` unmatched true
-    plants. Areas in hectares. ``pairs`` lists each match as ``(true_ha, pred_ha, iou)``.
+    plants (precision: matched share of predicted regions; recall: of true plants). Areas in
+    hectares. ``pairs`` lists each match as ``(true_ha, pred_ha, iou)``.
     Zero-division rules as in :class:`Confusion` (no plants and no predictions: all 1; means
     over no matches: 0).
     """
@@ -59,21 +60,6 @@ class ObjectMetrics:
             total_pred_ha=self.total_pred_ha + other.total_pred_ha,
             pairs=[*self.pairs, *other.pairs],
         )
-
-    @property
-    def precision(self) -> float:
-        """Matched share of predicted regions."""
-        return ratio(self.tp, self.tp + self.fp, 1.0 if self.fn == 0 else 0.0)
-
-    @property
-    def recall(self) -> float:
-        """Matched share of true plants."""
-        return ratio(self.tp, self.tp + self.fn, 1.0 if self.fp == 0 else 0.0)
-
-    @property
-    def f1(self) -> float:
-        """Object-level F1."""
-        return ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn, 1.0)
 
     @property
     def mean_abs_area_error_ha(self) -> float:

@@ -104,13 +104,12 @@ class CatalogScenes:
 
     def read(self, tile: Tile, work_dir: Path) -> Path:
         """Acquire the tile's composite into ``work_dir`` and write the tile raster from it."""
-        scenes = LocalScenes((), self.band_order)
         try:
             result = acquire(
                 self.request(tile), Path(work_dir) / "acquire", memory_mb=self.memory_mb
             )
-        except NoImageryError:
-            return scenes.read(tile, work_dir)  # all nodata: nothing to see in the window
+        except NoImageryError:  # nothing to see in the window: an all-nodata tile
+            return LocalScenes((), self.band_order).read(tile, work_dir)
         scenes = LocalScenes.from_paths(
             [result.image], self.band_order, self.in_channels, self.nodata
         )

@@ -122,10 +122,12 @@ def read_meta(path: str | Path) -> BundleMeta:
     if not path.exists():
         raise BundleError(f"{path}: bundle not found")
     with _bundle_dir(path) as d:
-        return _read_meta(path, d)
+        return _read_meta(path, d)[0]
 
 
-def _read_meta(path: Path, d: Path) -> BundleMeta:
+def _read_meta(path: Path, d: Path) -> tuple[BundleMeta, str]:
+    """The metadata of the bundle opened in ``d`` and its ``runtime`` (``"torch"`` when
+    absent; ``"onnx"`` for an exported bundle), from one read of ``bundle.json``."""
     meta_file = d / META_NAME
     if not meta_file.is_file():
         raise BundleError(f"{path}: not a bundle ({META_NAME} missing)")
@@ -133,15 +135,8 @@ def _read_meta(path: Path, d: Path) -> BundleMeta:
         text = meta_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: {META_NAME}: cannot be read ({first_line(exc)})") from None
-    return parse_meta_json(text, str(path))
-
-
-def _runtime(d: Path) -> str:
-    """The ``runtime`` key of ``bundle.json`` (``"torch"`` when absent)."""
-    try:
-        return str(json.loads((d / META_NAME).read_text()).get("runtime", "torch"))
-    except (ValueError, AttributeError):
-        return "torch"
+    meta = parse_meta_json(text, str(path))  # valid JSON of an object from here on
+    return meta, str(json.loads(text).get("runtime", "torch"))
 
 
 def _load_sr(path: Path, d: Path, meta: BundleMeta) -> nn.Module | None:
@@ -169,9 +164,9 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     if not path.exists():
         raise BundleError(f"{path}: bundle not found")
     with _bundle_dir(path) as d:
-        meta = _read_meta(path, d)
+        meta, runtime = _read_meta(path, d)
         sr = _load_sr(path, d, meta)
-        if _runtime(d) == RUNTIME:  # exported by ``pvdetect export --onnx``: onnxruntime runs it
+        if runtime == RUNTIME:  # exported by ``pvdetect export --onnx``: onnxruntime runs it
             return load_onnx_bundle(path, d, meta, sr, device)
         weights = d / WEIGHTS_NAME
         if not weights.is_file():

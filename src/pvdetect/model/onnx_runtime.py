@@ -15,8 +15,7 @@ from torch import Tensor
 from pvdetect.errors import BundleError, ConfigError
 from pvdetect.io import first_line
 from pvdetect.model.bundle_meta import BundleMeta
-from pvdetect.model.preprocessing import Preprocessor
-from pvdetect.model.runtime import Bundle
+from pvdetect.model.runtime import Bundle, bundle_preprocessor
 from pvdetect.model.transforms import pad_to_multiple
 
 if TYPE_CHECKING:
@@ -62,15 +61,7 @@ class OnnxBundle(Bundle):
         self.model_bytes = model_bytes
         self.device = torch.device("cpu")
         self.session: onnxruntime.InferenceSession | None = None
-        stats = meta.band_stats
-        self.pre = Preprocessor(
-            stats["mean"],
-            stats["std"],
-            factor=int(meta.upscale.factor),
-            method=meta.upscale.method,
-            sr=sr,
-            input_scale=float(meta.input_scale),
-        )
+        self.pre = bundle_preprocessor(meta, sr)
 
     def to(self, device: str | torch.device) -> OnnxBundle:
         """Preprocessing on ``device``; an onnxruntime session with its execution provider."""

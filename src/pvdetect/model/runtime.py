@@ -13,7 +13,20 @@ from pvdetect.device import autocast
 from pvdetect.model.bundle_meta import BundleMeta
 from pvdetect.model.preprocessing import Preprocessor, run_model, tta_elements, tta_probs
 
-__all__ = ["Bundle"]
+__all__ = ["Bundle", "bundle_preprocessor"]
+
+
+def bundle_preprocessor(meta: BundleMeta, sr: nn.Module | None = None) -> Preprocessor:
+    """The training's preprocessing of a bundle: its band statistics, upscaling, input scale."""
+    stats = meta.band_stats
+    return Preprocessor(
+        stats["mean"],
+        stats["std"],
+        factor=int(meta.upscale.factor),
+        method=meta.upscale.method,
+        sr=sr,
+        input_scale=float(meta.input_scale),
+    )
 
 
 class Bundle:
@@ -23,15 +36,7 @@ class Bundle:
         self.meta = meta
         self.model = model.eval()
         self.device = torch.device("cpu")
-        stats = meta.band_stats
-        self.pre = Preprocessor(
-            stats["mean"],
-            stats["std"],
-            factor=int(meta.upscale.factor),
-            method=meta.upscale.method,
-            sr=sr,
-            input_scale=float(meta.input_scale),
-        )
+        self.pre = bundle_preprocessor(meta, sr)
 
     @property
     def factor(self) -> int:
