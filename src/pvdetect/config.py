@@ -558,7 +558,10 @@ class TrainConfig(_Options):
         metavar="N", ge=1,
     )  # fmt: skip
     precision: Precision = option(
-        "auto", "auto: bf16-mixed on CPU and bf16-capable GPUs, else 16-mixed.", "--precision"
+        "auto",
+        "auto: bf16-mixed on bf16-capable GPUs and CPUs with native bf16, 16-mixed on older "
+        "GPUs, 32-true on other CPUs.",
+        "--precision",
     )
     compile: bool = option(
         False, "torch.compile the network.", "--compile", action="boolean_optional"

@@ -2,7 +2,8 @@
 
 Every part asks here: inference and evaluation (:func:`resolve_device`, :func:`autocast_dtype`),
 training (:func:`resolve_precision`), and the distributed launch (:func:`env_rank_zero`).
-bf16 autocast runs on every CPU and on GPUs that support it; older GPUs get float16.
+bf16 autocast runs on GPUs that support it and on CPUs with native bf16; older GPUs get float16,
+other CPUs float32 (emulated bf16 is several times slower there).
 """
 
 from __future__ import annotations
