@@ -132,6 +132,9 @@ def test_layers_rasters_summary_quicklook(reference: Path, per_scene: dict) -> N
     tiles = sorted(p.stem for p in (reference / "state" / "tiles").glob("*.json"))
     assert [r["tile"] for r in rows[:-1]] == tiles and rows[-1]["tile"] == "total"
     assert int(rows[-1]["plants"]) == len(EXPECTED)
+    flagged = [r for r in rows[:-1] if r["input_check"].startswith("warning: ")]
+    assert all(r["input_check"] == "ok" for r in rows[:-1] if r not in flagged)
+    assert rows[-1]["input_check"] == (f"{len(flagged)} tiles flagged" if flagged else "ok")
     assert {t[:3] for t in tiles} == {"22S", "23S"}
     assert all(0 <= float(r["valid_share"]) <= 1 for r in rows)
     # P2 lies on the corner of 4 tiles: a piece in each
@@ -324,3 +327,30 @@ def test_torch_bundle_on_the_workers(region: dict, cluster: str, tmp_path: Path)
     with rasterio.open(tmp_path / "map" / "prob.vrt") as ds:
         prob = ds.read(1)
         assert (prob != 255).any() and prob[prob != 255].max() <= 250
+
+
+def test_values_unlike_training_warn_once_for_the_run(
+    region: dict, cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Scenes unlike the bundle's training data: one warning for the run, each tile flagged."""
+    import json
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(region["bundle"], bundle)
+    meta = json.loads((bundle / "bundle.json").read_text())
+    stats = meta["band_stats"]
+    stats["mean"] = [m - 1000.0 for m in stats["mean"]]  # the scenes look 1000 too bright
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    args = map_args(region, tmp_path / "map", "--cluster", cluster)
+    args[1] = str(bundle)
+    capsys.readouterr()
+    assert cli.main(args) == 0
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1, warnings
+    rows = list(csv.DictReader((tmp_path / "map" / "summary.csv").open()))
+    tiles = rows[:-1]
+    assert len(tiles) > 1 and all(r["input_check"].startswith("warning: ") for r in tiles)
+    assert warnings[0].startswith(f"warning: {len(tiles)} of {len(tiles)} tiles: tile ")
+    assert "unlike the training data" in warnings[0]
+    assert rows[-1]["input_check"] == f"{len(tiles)} tiles flagged"

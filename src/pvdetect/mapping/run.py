@@ -17,6 +17,7 @@ layers as one that was never interrupted.
 from __future__ import annotations
 
 import csv
+import logging
 import sys
 import time
 import uuid
@@ -38,9 +39,13 @@ from pvdetect.mapping.sources import TileSource
 from pvdetect.mapping.state import RunState, bundle_fingerprint
 from pvdetect.mapping.tasks import TileJob, run_tile, tile_files
 
+log = logging.getLogger(__name__)
+
 __all__ = ["MapConfig", "MapResult", "map_region", "write_summary"]
 
-SUMMARY_FIELDS = ("tile", "plants", "hectares", "valid_share", "megapixels", "seconds")
+SUMMARY_FIELDS = (
+    "tile", "plants", "hectares", "valid_share", "megapixels", "seconds", "input_check"
+)  # fmt: skip
 
 
 @dataclass
@@ -209,6 +214,7 @@ def map_region(
     )
     records = dict(done)
     records.update(_run_tiles(cfg, todo, options, client, cluster, len(tiles), len(done), stream))
+    report_input_checks(records)
     files = assemble(cfg, tiles, records, threshold)
     seconds = time.perf_counter() - start
     mp = sum(r["megapixels"] for r in records.values())
@@ -277,6 +283,23 @@ def _run_tiles(
     return records
 
 
+def report_input_checks(records: dict[str, dict[str, Any]]) -> int:
+    """One warning for all tiles whose values look unlike the training data; their count."""
+    flagged = sorted(
+        (r for r in records.values() if r.get("input_check", "").startswith("warning")),
+        key=lambda r: r["tile"],
+    )
+    if flagged:
+        others = [r["tile"] for r in flagged[1:]]
+        more = " ..." if len(others) > 3 else ""
+        also = f"; also {', '.join(others[:3])}{more}" if others else ""
+        log.warning(
+            "%d of %d tiles: %s%s (summary.csv: input_check per tile)",
+            len(flagged), len(records), flagged[0]["input_message"], also,
+        )  # fmt: skip
+    return len(flagged)
+
+
 def write_summary(path: Path, tiles: Sequence[Tile], records: dict, plants: int, ha: float) -> Path:
     """``summary.csv``: a row per tile (its pieces) and the total (merged plants)."""
     rows = [records[t.id] for t in tiles]
@@ -286,12 +309,14 @@ def write_summary(path: Path, tiles: Sequence[Tile], records: dict, plants: int,
         for r in rows:
             w.writerow(
                 [r["tile"], r["plants"], f"{r['hectares']:.4f}", f"{r['valid_share']:.4f}",
-                 f"{r['megapixels']:.4f}", f"{r['seconds']:.2f}"]
+                 f"{r['megapixels']:.4f}", f"{r['seconds']:.2f}", r.get("input_check", "")]
             )  # fmt: skip
         mp = sum(r["megapixels"] for r in rows)
         share = sum(r["valid_share"] * r["megapixels"] for r in rows) / mp if mp else 0.0
         secs = sum(r["seconds"] for r in rows)
-        w.writerow(["total", plants, f"{ha:.4f}", f"{share:.4f}", f"{mp:.4f}", f"{secs:.2f}"])
+        flagged = sum(r.get("input_check", "").startswith("warning") for r in rows)
+        w.writerow(["total", plants, f"{ha:.4f}", f"{share:.4f}", f"{mp:.4f}", f"{secs:.2f}",
+                    f"{flagged} tiles flagged" if flagged else "ok"])  # fmt: skip
     return path
 
 

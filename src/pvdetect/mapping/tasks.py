@@ -3,7 +3,8 @@
 :func:`run_tile` is the task. It gets a :class:`TileJob` (paths and numbers, never pixels) and
 
 1. has the tile's source write the tile's raster (cell plus margins) into a work folder;
-2. predicts it with :func:`~pvdetect.inference.predict.predict_scene` (the scene engine,
+2. checks its values against the training data (:func:`tile_check`, recorded, not logged)
+   and predicts it with :func:`~pvdetect.inference.predict.predict_scene` (the scene engine,
    unchanged: tiling, blending, COGs, plant polygons), probabilities stored as uint8;
 3. cuts the plants to the region the tile owns (:func:`tile_pieces`): a plant that reaches
    past it becomes pieces whose area and probabilities are measured again on the tile's
@@ -32,7 +33,7 @@ import numpy as np
 import shapely
 from rasterio.windows import Window
 
-from pvdetect.errors import OutputError
+from pvdetect.errors import DataError, OutputError
 from pvdetect.inference.options import PredictOptions
 from pvdetect.io import write_json, write_text
 from pvdetect.mapping.grid import Tile
@@ -40,6 +41,8 @@ from pvdetect.mapping.pieces import Pieces, read_pieces, write_pieces
 from pvdetect.mapping.sources import TileSource
 
 if TYPE_CHECKING:
+    from pvdetect.inference.input_check import InputCheck
+    from pvdetect.inference.tiling import ScenePlan
     from pvdetect.model.bundle import Bundle
 
 __all__ = ["TileJob", "record_path", "run_tile", "tile_dir", "tile_files"]
@@ -218,9 +221,27 @@ def tile_attrs(pieces: Pieces, tile_id: str) -> Pieces:
     return Pieces(pieces.geoms, names, columns, pieces.edge)
 
 
+def tile_check(bundle: Bundle, plan: ScenePlan, tile_id: str, strict: bool) -> InputCheck:
+    """The input check of a tile raster, named by the tile and not logged.
+
+    Every tile of a run would print the same warning; the driver reports the flagged tiles
+    once (:func:`pvdetect.mapping.run.report_input_checks`). With ``strict`` a flagged tile
+    fails (a DataError: the run stops).
+    """
+    from pvdetect.inference.input_check import check_scene
+
+    check = check_scene(plan, bundle.meta.band_stats, list(bundle.meta.band_order))
+    if not check.ok:
+        check.message = f"tile {tile_id}: {check.message.split(': ', 1)[1]}"
+        if strict:
+            raise DataError(f"{check.message} (--strict)")
+    return check
+
+
 def run_tile(job: TileJob) -> dict[str, Any]:
     """Predict one tile and record it; returns the tile's record (see the module docstring)."""
     from pvdetect.inference.predict import predict_scene
+    from pvdetect.inference.tiling import plan_scene
 
     start = time.perf_counter()
     tile, out = job.tile, Path(job.out_dir)
@@ -235,7 +256,9 @@ def run_tile(job: TileJob) -> dict[str, Any]:
     try:
         raster = job.source.read(tile, work)
         stage = work / tile.id
-        result = predict_scene(bundle, raster, stage, job.options)
+        plan = plan_scene(bundle, raster, job.options)
+        check = tile_check(bundle, plan, tile.id, job.options.strict)
+        result = predict_scene(bundle, raster, stage, job.options, plan, check=check)
         raster.unlink(missing_ok=True)
         pieces = tile_attrs(
             tile_pieces(tile, result.plants_path, result.prob_path, job.min_area_m2), tile.id
@@ -258,6 +281,8 @@ def run_tile(job: TileJob) -> dict[str, Any]:
             "seconds": time.perf_counter() - start,
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "input_check": check.summary,
+            "input_message": check.message,
             "files": {k: str(p.relative_to(out)) for k, p in names.items()},
         }
         write_json(record_path(out, tile.id), record)
