@@ -9,8 +9,8 @@ Austrian chip; around PV half of the time), batch 8, cosine schedule, float32 (`
   own validation split), the same steps as (a);
 - (c) both (``austria_s2 --synthetic N:0.3``: 23 % of the draws synthetic), twice the steps
   of (a), so that the Austrian chips are drawn 1.5 x as often as in (a) (budget
-  ``mixed_batches``; with ``--set mixed_batches=0`` the batches follow ``equal``: ``austria``
-  draws the Austrian chips exactly as often as (a), ``steps`` gives every recipe (a)'s steps);
+  ``mixed_batches``; ``--set mixed_batches=0`` draws them exactly as often as (a), the
+  synthetic draws on top; ``--set mixed_batches=10`` gives every recipe (a)'s steps);
 - (d) as (c), with spectral augmentation (``--spectral-augment``).
 
 (a), (c) and (d) run as site-grouped K-fold cross-validation over the Austrian training and
@@ -83,23 +83,21 @@ def budget(quick: bool) -> dict[str, Any]:
                 "scenes": 1, "scene_size": 256}  # fmt: skip
     return {"synthetic": 600, "epochs": 60, "batches": 10, "folds": 2, "test_chips": 100,
             "scenes": 2, "scene_size": 512, "upscale": 1, "crop": 64, "synthetic_weight": 0.3,
-            "style": "brazil", "crop_pv": 0.5, "equal": "austria",
-            "mixed_batches": 20}  # fmt: skip
+            "style": "brazil", "crop_pv": 0.5, "mixed_batches": 20}  # fmt: skip
 
 
 def batches_of(recipe: str, b: dict[str, Any]) -> int:
     """Training batches per epoch of a recipe.
 
-    With ``equal == "austria"`` (c) and (d) see the Austrian chips as often as (a) does: the
-    synthetic draws come on top (``batches x (1 + weight)``); with ``"steps"`` every recipe
-    gets the same optimiser steps, so (c) and (d) see the Austrian chips less often. A
-    ``mixed_batches`` above 0 sets the batches of (c) and (d) directly.
+    (c) and (d) get ``mixed_batches``; with 0 they see the Austrian chips as often as (a) does,
+    the synthetic draws on top (``batches x (1 + weight)``). ``--set mixed_batches=10`` gives
+    every recipe the same steps.
     """
-    if recipe in ("c", "d") and b.get("mixed_batches", 0) > 0:
+    if recipe not in ("c", "d"):
+        return int(b["batches"])
+    if b["mixed_batches"] > 0:
         return int(b["mixed_batches"])
-    if recipe in ("c", "d") and b["equal"] == "austria":
-        return round(b["batches"] * (1.0 + b["synthetic_weight"]))
-    return int(b["batches"])
+    return round(b["batches"] * (1.0 + b["synthetic_weight"]))
 
 
 def train_args(recipe: str, b: dict[str, Any], out: Path, cache: Path) -> list[str]:

@@ -21,7 +21,7 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -283,12 +283,17 @@ def _run_tiles(
     return records
 
 
-def report_input_checks(records: dict[str, dict[str, Any]]) -> int:
-    """One warning for all tiles whose values look unlike the training data; their count."""
-    flagged = sorted(
-        (r for r in records.values() if r.get("input_check", "").startswith("warning")),
+def _flagged(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tile records whose values looked unlike the training data, by tile id."""
+    return sorted(
+        (r for r in records if r.get("input_check", "").startswith("warning")),
         key=lambda r: r["tile"],
     )
+
+
+def report_input_checks(records: dict[str, dict[str, Any]]) -> None:
+    """One warning for all tiles whose values look unlike the training data."""
+    flagged = _flagged(records.values())
     if flagged:
         others = [r["tile"] for r in flagged[1:]]
         more = " ..." if len(others) > 3 else ""
@@ -297,7 +302,6 @@ def report_input_checks(records: dict[str, dict[str, Any]]) -> int:
             "%d of %d tiles: %s%s (summary.csv: input_check per tile)",
             len(flagged), len(records), flagged[0]["input_message"], also,
         )  # fmt: skip
-    return len(flagged)
 
 
 def write_summary(path: Path, tiles: Sequence[Tile], records: dict, plants: int, ha: float) -> Path:
@@ -314,7 +318,7 @@ def write_summary(path: Path, tiles: Sequence[Tile], records: dict, plants: int,
         mp = sum(r["megapixels"] for r in rows)
         share = sum(r["valid_share"] * r["megapixels"] for r in rows) / mp if mp else 0.0
         secs = sum(r["seconds"] for r in rows)
-        flagged = sum(r.get("input_check", "").startswith("warning") for r in rows)
+        flagged = len(_flagged(rows))
         w.writerow(["total", plants, f"{ha:.4f}", f"{share:.4f}", f"{mp:.4f}", f"{secs:.2f}",
                     f"{flagged} tiles flagged" if flagged else "ok"])  # fmt: skip
     return path
