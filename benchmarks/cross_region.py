@@ -10,7 +10,9 @@ Austrian chip; around PV half of the time), batch 8, cosine schedule, float32 (`
 - (c) both (``austria_s2 --synthetic N:0.3``: 23 % of the draws synthetic), twice the steps
   of (a), so that the Austrian chips are drawn 1.5 x as often as in (a) (budget
   ``mixed_batches``; ``--set mixed_batches=0`` draws them exactly as often as (a), the
-  synthetic draws on top; ``--set mixed_batches=10`` gives every recipe (a)'s steps);
+  synthetic draws on top; ``--set mixed_batches=10`` gives every recipe (a)'s steps), the
+  last 15 of the 60 epochs on the Austrian chips alone (``--synthetic-off-last 15``, budget
+  ``synthetic_off_last``);
 - (d) as (c), with spectral augmentation (``--spectral-augment``).
 
 (a), (c) and (d) run as site-grouped K-fold cross-validation over the Austrian training and
@@ -83,7 +85,8 @@ def budget(quick: bool) -> dict[str, Any]:
                 "scenes": 1, "scene_size": 256}  # fmt: skip
     return {"synthetic": 600, "epochs": 60, "batches": 10, "folds": 2, "test_chips": 100,
             "scenes": 2, "scene_size": 512, "upscale": 1, "crop": 64, "synthetic_weight": 0.3,
-            "style": "brazil", "crop_pv": 0.5, "mixed_batches": 20}  # fmt: skip
+            "style": "brazil", "crop_pv": 0.5, "mixed_batches": 20,
+            "synthetic_off_last": 15}  # fmt: skip
 
 
 def batches_of(recipe: str, b: dict[str, Any]) -> int:
@@ -119,6 +122,8 @@ def train_args(recipe: str, b: dict[str, Any], out: Path, cache: Path) -> list[s
     if recipe == "b":
         return [*synth, *common]
     extra = ["--spectral-augment"] if recipe == "d" else []
+    if b.get("synthetic_off_last"):
+        extra += ["--synthetic-off-last", str(b["synthetic_off_last"])]
     return [str(AUSTRIA), *synth, *extra, *common, "--cv", str(b["folds"])]
 
 

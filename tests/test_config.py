@@ -150,6 +150,14 @@ def test_devices_forms() -> None:
             "data.crop_size: must be a multiple of upscale.factor 2, got 33",
         ),
         (
+            {"data": {"root": "x", "synthetic": {"chips": 5, "off_last": 10}}, "epochs": 10},
+            "data.synthetic.off_last: must be below epochs 10, got 10",
+        ),
+        (
+            {"data": {"synthetic": {"chips": 5, "off_last": 2}}, "epochs": 10},
+            "data.synthetic.off_last: needs a dataset and synthetic chips",
+        ),
+        (
             {"upscale": {"factor": 2, "method": "sr"}},
             "upscale.sr_weights: the 'sr' method needs a weights file (--sr-weights)",
         ),
@@ -294,7 +302,7 @@ TRAIN_FLAGS = (
 NEW_TRAIN_FLAGS = (
     "--data --synthetic --synthetic-style --synthetic-chip-size --synthetic-seed "
     "--spectral-augment --no-spectral-augment --augment-p --augment-gain --augment-offset "
-    "--augment-brightness --augment-haze --cv --bands"
+    "--augment-brightness --augment-haze --cv --bands --synthetic-off-last"
 ).split()
 
 

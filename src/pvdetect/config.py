@@ -246,6 +246,11 @@ class SyntheticConfig(_Options):
     )  # fmt: skip
     seed: int = option(0, "Seed of the generator (as pvdetect synth --seed).", "--synthetic-seed",
                        ge=0)  # fmt: skip
+    off_last: int = option(
+        0, "The last N epochs draw the real datasets alone (a final phase on the labelled data, "
+        "at the end of the schedule; the band statistics stay those of the whole mix); 0: "
+        "synthetic chips in every epoch.", "--synthetic-off-last", metavar="N", ge=0,
+    )  # fmt: skip
     name: str | None = option(
         None, "Name of the synthetic source in metrics and reports.",
         default_text="synthetic-STYLE",
@@ -671,6 +676,21 @@ class TrainConfig(_Options):
                 "cv_fold",
                 "cv",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _synthetic_phase(self) -> TrainConfig:
+        off = self.data.synthetic.off_last
+        if not off:
+            return self
+        if self.data.synthetic.chips == 0 or not (self.data.root or self.data.sources):
+            raise rule_error(
+                "{0}: needs a dataset and synthetic chips (the last epochs draw the datasets)",
+                "data.synthetic.off_last",
+            )
+        if off >= self.epochs:
+            raise rule_error(f"{{0}}: must be below {{1}} {self.epochs}, got {off}",
+                             "data.synthetic.off_last", "epochs")  # fmt: skip
         return self
 
     @model_validator(mode="after")

@@ -14,7 +14,7 @@ from pvdetect.data.module import PVDataModule, SourcePool, mixed_epoch_order
 from pvdetect.data.packed import build_cache
 from pvdetect.data.raster import IGNORE_INDEX
 from pvdetect.data.sources import Source, SourceSet, cv_splits, fold_of_sites
-from pvdetect.data.stats import band_stats
+from pvdetect.data.stats import weighted_band_stats
 from pvdetect.errors import ConfigError, DataError
 from pvdetect.synth.dataset import generate_dataset
 from pvdetect.synth.packed import open_synthetic
@@ -64,13 +64,23 @@ def test_two_layouts_and_synthetic_chips_are_one_cache(roots: dict[str, Path]) -
     assert {r.site[:2] for r in sset.records[22:]} == {"br"}  # style brazil: Brazil sites only
     # validation and threshold come from the real datasets' validation chips
     assert sset.primary() == [True, True, False]
-    # band statistics of the combined training split (valid pixels only)
+    # band statistics of the combined training split (valid pixels only), each source
+    # weighing its share of the draws (1 : 3 : 0.5), not its pixel count
     train = sset.indices("train")
     assert set(sset.source_of[train]) == {0, 1, 2}
-    pix = np.concatenate([sset.images[int(g)][:, sset.valid[int(g)]] for g in train], axis=1)
-    pix = pix.astype(np.float64)
-    np.testing.assert_allclose(sset.stats.mean, pix.mean(axis=1), rtol=1e-6)
-    np.testing.assert_allclose(sset.stats.std, pix.std(axis=1), rtol=1e-5)
+    share = np.array([1.0, 3.0, 0.5]) / 4.5
+    pix = [
+        np.concatenate(
+            [sset.images[int(g)][:, sset.valid[int(g)]] for g in sset.indices("train", s)], axis=1
+        ).astype(np.float64)
+        for s in range(3)
+    ]
+    mean = sum(p * x.mean(axis=1) for p, x in zip(share, pix, strict=True))
+    second = sum(p * (x**2).mean(axis=1) for p, x in zip(share, pix, strict=True))
+    np.testing.assert_allclose(sset.stats.mean, mean, rtol=1e-6)
+    np.testing.assert_allclose(sset.stats.std, np.sqrt(second - mean**2), rtol=1e-5)
+    pooled = np.concatenate(pix, axis=1)
+    assert np.abs(np.asarray(sset.stats.mean) - pooled.mean(axis=1)).max() > 1.0
     described = sset.describe()
     assert [d["name"] for d in described] == sset.names
     assert described[1]["band_stats"] == own.stats.to_dict()
@@ -155,6 +165,32 @@ def test_mixed_epochs_draw_each_source_at_its_weight() -> None:
     assert np.all(pools[1].pv_fraction[mid - 500] > 0)  # only PV chips of the dropping source
 
 
+def test_a_source_past_its_last_epoch_is_no_longer_drawn() -> None:
+    real = SourcePool(np.arange(0, 300), np.full(300, 0.1), 1.0, name="real")
+    synth = SourcePool(np.arange(300, 1300), np.full(1000, 0.1), 1.0, name="s", until_epoch=3)
+    for epoch in range(5):
+        order = mixed_epoch_order([real, synth], epoch=epoch, seed=2)
+        assert len(order) == 1300  # the epoch keeps its length
+        from_synth = int((order >= 300).sum())
+        if epoch < 3:
+            assert 550 < from_synth < 750  # about half the draws (weights 1 : 1)
+        else:
+            assert from_synth == 0 and set(order) == set(range(300))  # the real chips cycle
+    assert synth.weight_at(2) == 1.0 and synth.weight_at(3) == 0.0 and real.weight_at(99) == 1.0
+
+
+def test_data_module_draws_the_datasets_alone_in_the_final_phase(roots: dict[str, Path]) -> None:
+    sset = open_sources(_data(roots, chips=30, weight=1.0), seed=0)
+    dm = PVDataModule(sset, batch_size=4, seed=3, synthetic_until=2)
+    assert [p.until_epoch for p in dm.pools] == [None, None, 2]
+    sampler = dm.train_sampler(0, 1)
+    kinds = []
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        kinds.append({sset.sources[s].kind for s in sset.source_of[np.array(list(sampler))]})
+    assert kinds == [{"dataset", "synthetic"}] * 2 + [{"dataset"}] * 2
+
+
 def test_data_module_samples_the_sources_at_their_weights(roots: dict[str, Path]) -> None:
     sset = open_sources(_data(roots, chips=30, weight=1.0), seed=0)
     dm = PVDataModule(sset, batch_size=4, seed=3)
@@ -199,9 +235,9 @@ def test_cv_folds_are_site_grouped_and_leave_test_and_synthetic_alone(
             key = (int(f.source_of[i]), f.records[i].site)
             sites.setdefault(key, set()).add(f.records[i].split)
         assert all(len(v) == 1 for v in sites.values())  # no site in two splits
-        # statistics of the fold's own training split
-        tr = f.indices("train")
-        assert f.stats == band_stats(f.images, f.valid, tr)
+        # statistics of the fold's own training split (each source at its weight)
+        groups = [(f.indices("train", s), src.weight) for s, src in enumerate(f.sources)]
+        assert f.stats == weighted_band_stats(f.images, f.valid, groups)
     assert folds[0].fingerprint != folds[1].fingerprint != sset.fingerprint
     with pytest.raises(ConfigError, match="at least 50 sites"):
         cv_splits(sset, 50, 1)

@@ -180,3 +180,21 @@ def test_train_bands_choose_the_chips_bands(tmp_path: Path) -> None:
     np.testing.assert_array_equal(picked.images[0][:, :16, :16], raw[[4, 2, 1, 0]])
     with pytest.raises(DataError, match=r"img\(1\).tif: --bands 1,2,9,4: band 9 does not exist"):
         open_sources(DataConfig(root=str(root), bands="1,2,9,4", cache_dir=str(tmp_path / "c")))
+
+
+def test_the_final_phase_on_the_datasets_reaches_the_sampler(roots: dict[str, Path]) -> None:
+    from pvdetect.config import config_from_dict
+    from pvdetect.training.train import _data
+
+    cfg = config_from_dict({
+        "data": {"root": str(roots["brazil"]), "sources": [str(roots["folders"])],
+                 "synthetic": {"chips": 12, "style": "brazil", "off_last": 2},
+                 "cache_dir": str(roots["cache"])},
+        "epochs": 5,
+    })  # fmt: skip
+    cache, dm = _data(cfg)
+    assert [s.kind for s in cache.sources] == ["dataset", "dataset", "synthetic"]
+    assert [p.until_epoch for p in dm.pools] == [None, None, 3]  # epochs 3 and 4: datasets only
+    sampler = dm.train_sampler(0, 1)
+    sampler.set_epoch(4)
+    assert {cache.sources[s].kind for s in cache.source_of[list(sampler)]} == {"dataset"}

@@ -109,6 +109,8 @@ class SourcePool:
             holding PV weighing ``1 + W``; else they come in shuffled order, a fresh
             permutation each time the source runs out.
         name: For messages.
+        until_epoch: The source is drawn in the epochs before this one only (a final phase
+            without it, e.g. on the labelled data alone); None: in every epoch.
     """
 
     indices: np.ndarray
@@ -117,6 +119,13 @@ class SourcePool:
     drop_empty: float = 0.0
     oversample_pv: float = 0.0
     name: str = ""
+    until_epoch: int | None = None
+
+    def weight_at(self, epoch: int) -> float:
+        """Sampling weight in ``epoch`` (0 from ``until_epoch`` on)."""
+        if self.until_epoch is not None and epoch >= self.until_epoch:
+            return 0.0
+        return self.weight
 
     @property
     def size(self) -> int:
@@ -133,14 +142,17 @@ def mixed_epoch_order(pools: Sequence[SourcePool], *, epoch: int, seed: int = 0)
     the draws of a source take its chips in the order of its own generator
     (``default_rng([seed, epoch, 1 + source])``): the pool after ``drop_empty``, then a
     permutation of it, repeated as needed, or weighted draws with replacement when
-    ``oversample_pv`` is set. Sources with an empty pool are never chosen.
+    ``oversample_pv`` is set. Sources with an empty pool, or past their ``until_epoch``, are
+    never chosen.
 
     Returns:
         int64 cache indices.
     """
     key = int(seed) & 0xFFFFFFFF
     sizes = np.array([p.size for p in pools], dtype=np.int64)
-    weights = np.array([p.weight if n > 0 else 0.0 for p, n in zip(pools, sizes, strict=True)])
+    weights = np.array(
+        [p.weight_at(epoch) if n > 0 else 0.0 for p, n in zip(pools, sizes, strict=True)]
+    )
     total = int(sizes.sum())
     if total == 0 or weights.sum() <= 0:
         return np.zeros(0, np.int64)
@@ -284,6 +296,8 @@ class PVDataModule(L.LightningDataModule):
         seed: Seed of the data order.
         pin_memory: Pin host memory (for CUDA).
         source: Dataset path named in error messages.
+        synthetic_until: With several sources, the synthetic ones are drawn in the epochs
+            before this one only (the last epochs train on the datasets alone); None: always.
 
     Raises:
         DataError: the training or validation split is empty.
@@ -302,6 +316,7 @@ class PVDataModule(L.LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         source: str | Path | None = None,
+        synthetic_until: int | None = None,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -324,6 +339,7 @@ class PVDataModule(L.LightningDataModule):
         self.oversample_pv = oversample_pv
         self.seed = seed
         self.pin_memory = pin_memory
+        self.synthetic_until = synthetic_until
         where = Path(source) if source is not None else cache.path
         self.train_idx = cache.indices("train")
         self.val_idx = cache.indices("val")
@@ -348,8 +364,9 @@ class PVDataModule(L.LightningDataModule):
             idx = cache.indices("train", s)
             if idx.size == 0:
                 raise DataError(f"{src.where}: the training split is empty")
+            until = self.synthetic_until if src.kind == "synthetic" else None
             pool = SourcePool(idx, self._pv[idx], float(src.weight), float(src.drop_empty),
-                              float(src.oversample_pv), src.name)  # fmt: skip
+                              float(src.oversample_pv), src.name, until)  # fmt: skip
             if pool.size == 0:
                 raise DataError(
                     f"{src.where}: no training chip holds PV, and drop_empty=1 drops all"

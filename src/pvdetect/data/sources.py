@@ -7,8 +7,9 @@ single-source run and ``evaluate`` share it), and synthetic chips a cache filled
 ``~/.cache/pvdetect``, keyed by style, count, seed, chip size and a hash of the generator's
 code. :class:`SourceSet` puts them side by side: global chip indices run over the sources in
 order, arrays are read per source and padded to the largest chip with invalid pixels, band
-statistics are those of the combined training split, and the splits can be overridden (the
-folds of cross-validation, :func:`cv_splits`) without repacking anything.
+statistics are those of the combined training split (each source weighing its share of the
+draws, not its pixel count), and the splits can be overridden (the folds of cross-validation,
+:func:`cv_splits`) without repacking anything.
 
 Nothing here imports model code; the synthetic generator is imported only when synthetic chips
 are packed.
@@ -36,7 +37,7 @@ from pvdetect.data.packed import (
 )
 from pvdetect.data.radiometry import RadiometryOptions
 from pvdetect.data.raster import IGNORE_INDEX
-from pvdetect.data.stats import BandStats, band_stats
+from pvdetect.data.stats import BandStats, band_stats, weighted_band_stats
 from pvdetect.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -133,7 +134,8 @@ class SourceSet:
         records: The chips (with overridden splits, see :meth:`with_splits`).
         chips: Per-chip geometry (as :attr:`PackedCache.chips`).
         images, masks, valid: Padded views (see :class:`_Stacked`).
-        stats: Band statistics of the combined training split (valid pixels only).
+        stats: Band statistics of the combined training split (valid pixels only; each
+            source weighs its sampling share, see :func:`~pvdetect.data.stats.weighted_band_stats`).
         fingerprint: The cache's fingerprint for one source with its own splits, else a hash
             of the sources' fingerprints and the splits.
     """
@@ -262,7 +264,11 @@ class SourceSet:
         train = self.indices("train")
         if train.size == 0:
             train = np.arange(len(self), dtype=np.int64)
-        return band_stats(self.images, self.valid, train, where=self.sources[0].where)
+            return band_stats(self.images, self.valid, train, where=self.sources[0].where)
+        # each source weighs its share of the draws (weight / sum of weights), not its pixel
+        # count: 600 synthetic chips beside 90 small real ones must not set the real scale
+        groups = [(self.indices("train", s), src.weight) for s, src in enumerate(self.sources)]
+        return weighted_band_stats(self.images, self.valid, groups, where=self.sources[0].where)
 
 
 # --------------------------------------------------------------------------- opening sources

@@ -13,7 +13,7 @@ import numpy as np
 
 from pvdetect.errors import DataError
 
-__all__ = ["BandStats", "RunningBandStats", "band_stats"]
+__all__ = ["BandStats", "RunningBandStats", "band_stats", "weighted_band_stats"]
 
 _PERCENTILE_SAMPLES = 2_000_000  # per band; exact percentiles below this many valid pixels
 
@@ -118,4 +118,62 @@ def band_stats(
     return BandStats(
         mean=[float(v) for v in run.mean], std=std, p2=[float(v) for v in p2],
         p98=[float(v) for v in p98],
+    )  # fmt: skip
+
+
+def weighted_band_stats(
+    images: np.ndarray,
+    valid: np.ndarray,
+    groups: Sequence[tuple[Sequence[int], float]],
+    where: str = "chips",
+) -> BandStats:
+    """Statistics of a mixture of chip groups, each weighing its share of the whole.
+
+    Group ``g`` (chips ``idx``, weight ``w``) contributes ``w / sum(weights)`` of the mixture
+    whatever its pixel count: the statistics of what a sampler that draws the groups at those
+    weights shows the model. Mean and std are exact (from each group's exact moments); p2 and
+    p98 are weighted percentiles of each group's valid pixels (sampled beyond
+    ``2M / groups`` pixels per group). Groups without chips or with weight 0 are left out.
+    """
+    live = [(np.asarray(i, np.int64), float(w)) for i, w in groups if len(i) and w > 0]
+    if not live:
+        raise DataError(f"{where}: no valid pixel in the training chips")
+    c = images.shape[1]
+    rng = np.random.default_rng(0)
+    shares, moments, pools = [], [], []
+    budget = _PERCENTILE_SAMPLES // len(live)
+    for idx, w in live:
+        run = RunningBandStats(c)
+        total = int(sum(int(valid[i].sum()) for i in idx))
+        if total == 0:
+            continue
+        keep = min(1.0, budget / total)
+        samples = []
+        for i in idx:
+            vals = np.asarray(images[i])[:, np.asarray(valid[i])]
+            run.update(vals)
+            samples.append(vals[:, rng.random(vals.shape[1]) < keep] if keep < 1.0 else vals)
+        shares.append(w)
+        moments.append(run)
+        pools.append(np.concatenate(samples, axis=1).astype(np.float64))
+    if not moments:
+        raise DataError(f"{where}: no valid pixel in the training chips")
+    p = np.asarray(shares) / sum(shares)
+    mean = sum(pi * r.mean for pi, r in zip(p, moments, strict=True))
+    second = sum(pi * (r.std**2 + r.mean**2) for pi, r in zip(p, moments, strict=True))
+    std = np.sqrt(np.maximum(second - mean**2, 0.0))
+    values = np.concatenate(pools, axis=1)
+    weight = np.concatenate(
+        [np.full(q.shape[1], pi / q.shape[1]) for pi, q in zip(p, pools, strict=True)]
+    )
+    p2, p98 = (np.empty(c), np.empty(c))
+    for b in range(c):
+        order = np.argsort(values[b], kind="stable")
+        cum = np.cumsum(weight[order])
+        cum /= cum[-1]
+        for out, q in ((p2, 0.02), (p98, 0.98)):
+            out[b] = values[b][order][min(int(np.searchsorted(cum, q)), len(cum) - 1)]
+    return BandStats(
+        mean=[float(v) for v in mean], std=[float(s) if s > 0 else 1.0 for s in std],
+        p2=[float(v) for v in p2], p98=[float(v) for v in p98],
     )  # fmt: skip

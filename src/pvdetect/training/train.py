@@ -262,6 +262,7 @@ def _data(cfg: TrainConfig) -> tuple[SourceSet, PVDataModule]:
         seed=cfg.seed,
         pin_memory=_on_gpu(cfg),
         source=cache.sources[0].where if len(cache.sources) == 1 else "training sources",
+        synthetic_until=cfg.epochs - d.synthetic.off_last if d.synthetic.off_last else None,
     )
     return cache, dm
 
