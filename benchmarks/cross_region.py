@@ -8,11 +8,11 @@ Austrian chip; around PV half of the time), batch 8, cosine schedule, float32 (`
 - (b) synthetic chips alone (``--synthetic N --synthetic-style brazil``, validation on their
   own validation split), the same steps as (a);
 - (c) both (``austria_s2 --synthetic N:0.3``: 23 % of the draws synthetic), twice the steps
-  of (a), so that the Austrian chips are drawn 1.5 x as often as in (a) (budget
-  ``mixed_batches``; ``--set mixed_batches=0`` draws them exactly as often as (a), the
-  synthetic draws on top; ``--set mixed_batches=10`` gives every recipe (a)'s steps), the
-  last 15 of the 60 epochs on the Austrian chips alone (``--synthetic-off-last 15``, budget
-  ``synthetic_off_last``);
+  of (a), the last 15 of the 60 epochs on the Austrian chips alone (``--synthetic-off-last
+  15``, budget ``synthetic_off_last``), so that the Austrian chips are drawn 1.65 x as often as
+  in (a) (budget ``mixed_batches``; ``--set mixed_batches=0`` draws them about as often as (a)
+  outside the final phase, the synthetic draws on top; ``--set mixed_batches=10`` gives every
+  recipe (a)'s steps);
 - (d) as (c), with spectral augmentation (``--spectral-augment``).
 
 (a), (c) and (d) run as site-grouped K-fold cross-validation over the Austrian training and
@@ -377,7 +377,10 @@ def steps_text(b: dict[str, Any]) -> str:
     """How the recipes' steps compare, in words."""
     if batches_of("c", b) == batches_of("a", b):
         return "the same steps for every recipe"
-    ratio = batches_of("c", b) / (1.0 + b["synthetic_weight"]) / batches_of("a", b)
+    # the Austrian share of the draws: 1 / (1 + weight), 1 in the final phase
+    epochs, off = b["epochs"], b.get("synthetic_off_last", 0)
+    share = ((epochs - off) / (1.0 + b["synthetic_weight"]) + off) / epochs
+    ratio = batches_of("c", b) * share / batches_of("a", b)
     if abs(ratio - 1.0) < 0.01:
         return "the Austrian chips drawn as often as in (a), the synthetic draws on top"
     return f"the Austrian chips drawn {ratio:.2f} x as often as in (a)"

@@ -86,6 +86,27 @@ class RunningBandStats:
         return np.sqrt(self.m2 / self.count)
 
 
+def _scan(
+    images: np.ndarray,
+    valid: np.ndarray,
+    idx: Sequence[int],
+    budget: int,
+    rng: np.random.Generator,
+) -> tuple[RunningBandStats, np.ndarray]:
+    """Exact moments of the valid pixels of chips ``idx`` and a uniform sample of about
+    ``budget`` of them (all below that), read chip by chip; ``[C, n]`` sample."""
+    c = images.shape[1]
+    run = RunningBandStats(c)
+    total = int(sum(int(valid[i].sum()) for i in idx))
+    keep = min(1.0, budget / total) if total else 1.0
+    samples: list[np.ndarray] = []
+    for i in idx:
+        vals = np.asarray(images[i])[:, np.asarray(valid[i])]
+        run.update(vals)
+        samples.append(vals[:, rng.random(vals.shape[1]) < keep] if keep < 1.0 else vals)
+    return run, np.concatenate(samples, axis=1) if samples else np.zeros((c, 0))
+
+
 def band_stats(
     images: np.ndarray, valid: np.ndarray, idx: Sequence[int], where: str = "chips"
 ) -> BandStats:
@@ -97,22 +118,9 @@ def band_stats(
         idx: chips to take.
         where: names the chips in the error raised when none has a valid pixel.
     """
-    c = images.shape[1]
-    run = RunningBandStats(c)
-    total = int(sum(int(valid[i].sum()) for i in idx))
-    if total == 0:
+    run, pool = _scan(images, valid, idx, _PERCENTILE_SAMPLES, np.random.default_rng(0))
+    if run.count == 0:
         raise DataError(f"{where}: no valid pixel in the training chips")
-    keep = min(1.0, _PERCENTILE_SAMPLES / total)
-    rng = np.random.default_rng(0)
-    samples: list[np.ndarray] = []
-    for i in idx:
-        vals = np.asarray(images[i])[:, np.asarray(valid[i])]
-        run.update(vals)
-        if keep < 1.0:
-            pick = rng.random(vals.shape[1]) < keep
-            vals = vals[:, pick]
-        samples.append(vals)
-    pool = np.concatenate(samples, axis=1)
     p2, p98 = np.percentile(pool, [2, 98], axis=1)
     std = [float(s) if s > 0 else 1.0 for s in run.std]
     return BandStats(
@@ -141,21 +149,12 @@ def weighted_band_stats(
     c = images.shape[1]
     rng = np.random.default_rng(0)
     shares, moments, pools = [], [], []
-    budget = _PERCENTILE_SAMPLES // len(live)
     for idx, w in live:
-        run = RunningBandStats(c)
-        total = int(sum(int(valid[i].sum()) for i in idx))
-        if total == 0:
-            continue
-        keep = min(1.0, budget / total)
-        samples = []
-        for i in idx:
-            vals = np.asarray(images[i])[:, np.asarray(valid[i])]
-            run.update(vals)
-            samples.append(vals[:, rng.random(vals.shape[1]) < keep] if keep < 1.0 else vals)
-        shares.append(w)
-        moments.append(run)
-        pools.append(np.concatenate(samples, axis=1).astype(np.float64))
+        run, pool = _scan(images, valid, idx, _PERCENTILE_SAMPLES // len(live), rng)
+        if run.count:
+            shares.append(w)
+            moments.append(run)
+            pools.append(pool.astype(np.float64))
     if not moments:
         raise DataError(f"{where}: no valid pixel in the training chips")
     p = np.asarray(shares) / sum(shares)

@@ -232,12 +232,16 @@ def _cause(
 
 
 def check_scene(
-    plan: ScenePlan, band_stats: dict[str, list[float]], names: list[str]
+    plan: ScenePlan,
+    band_stats: dict[str, list[float]],
+    names: list[str],
+    where: str | None = None,
 ) -> InputCheck:
     """Sample a scene and compare it with the bundle's training statistics.
 
-    Pixels that cannot be read leave the scene unchecked: its prediction then fails on them
-    with the error it always gave, after the scenes before it are finished.
+    The message starts with ``where`` (default: the scene's file name). Pixels that cannot be
+    read leave the scene unchecked: its prediction then fails on them with the error it always
+    gave, after the scenes before it are finished.
     """
     try:
         sample = sample_scene(plan)
@@ -246,16 +250,18 @@ def check_scene(
         return InputCheck(checked=False)
     result = compare(sample, band_stats, names, list(plan.band_labels) or None)
     if not result.ok:
-        result.message = f"{plan.path.name}: {result.message}"
+        result.message = f"{where or plan.path.name}: {result.message}"
     return result
 
 
 def checked_scene(bundle: Bundle, plan: ScenePlan, options: PredictOptions) -> InputCheck:
     """The input check of a scene: a one-line warning, or with ``options.strict`` a DataError."""
-    check = check_scene(plan, bundle.meta.band_stats, list(bundle.meta.band_order))
+    # --strict fails naming the whole path; a warning names the file
+    where = str(plan.path) if options.strict else plan.path.name
+    check = check_scene(plan, bundle.meta.band_stats, list(bundle.meta.band_order), where)
     if not check.ok:
         if options.strict:
-            raise DataError(f"{plan.path}: {check.message.split(': ', 1)[1]} (--strict)")
+            raise DataError(f"{check.message} (--strict)")
         log.warning("%s", check.message)
     elif not check.checked:
         log.debug("%s: too few valid pixels to check the values", plan.path.name)

@@ -230,11 +230,10 @@ def tile_check(bundle: Bundle, plan: ScenePlan, tile_id: str, strict: bool) -> I
     """
     from pvdetect.inference.input_check import check_scene
 
-    check = check_scene(plan, bundle.meta.band_stats, list(bundle.meta.band_order))
-    if not check.ok:
-        check.message = f"tile {tile_id}: {check.message.split(': ', 1)[1]}"
-        if strict:
-            raise DataError(f"{check.message} (--strict)")
+    names = list(bundle.meta.band_order)
+    check = check_scene(plan, bundle.meta.band_stats, names, where=f"tile {tile_id}")
+    if not check.ok and strict:
+        raise DataError(f"{check.message} (--strict)")
     return check
 
 
