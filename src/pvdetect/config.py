@@ -201,6 +201,10 @@ class SourceConfig(_Options):
     oversample_pv: float | None = option(
         None, "data.oversample_pv for the chips of this dataset.", ge=0.0
     )
+    exclude: str | list[str] | None = option(
+        None, "Chips of this dataset to leave out, as data.exclude (its own list: "
+        "data.exclude is for data.root).",
+    )  # fmt: skip
 
     _name = field_validator("name")(_check_name)
 
@@ -284,7 +288,7 @@ class DataConfig(_Options):
     )
     sources: list[SourceConfig] = option(
         ..., "Further datasets trained on together, each {root, weight, name, val_fraction, "
-        "test_fraction, band_order, drop_empty, oversample_pv}; on the command line "
+        "test_fraction, band_order, drop_empty, oversample_pv, exclude}; on the command line "
         "--data ROOT[:WEIGHT], repeatable (the flags replace the YAML list). An epoch has as many "
         "draws as the training chips of all sources hold (after drop_empty); each draw picks a "
         "source with probability weight / (sum of weights), then the next chip of that "
@@ -343,6 +347,13 @@ class DataConfig(_Options):
     augment: bool = option(
         True, "Random flips and 90-degree rotations (D4) of training batches (--no-augment: "
         "none).", "--no-augment", action="store_const", const=False,
+    )  # fmt: skip
+    exclude: str | list[str] | None = option(
+        None, "Chips of data.root to leave out of every split, the statistics and the folds "
+        "(labels that do not describe their image, e.g. dates before a plant was built): a "
+        "file with one entry per line (# comments) or a list; an entry is a chip's image or "
+        "mask path relative to the dataset folder, its key, or a shell pattern of them, and "
+        "must name at least one chip.", "--exclude", metavar="FILE",
     )  # fmt: skip
 
     @field_validator("band_order", mode="before")

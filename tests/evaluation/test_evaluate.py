@@ -83,3 +83,24 @@ def test_bands_and_offsets_give_the_same_metrics(
     shifted = _evaluate(bundle, roots["post2022"], tmp_path / "off", "--offset", "0")["pixel"]
     assert shifted != ref
     assert (tmp_path / "plain" / "pvdetect.log").read_text().count("pvdetect evaluate") == 1
+
+
+def test_excluded_chips_are_not_scored(
+    roots: dict[str, Path], bundle: Path, tmp_path: Path
+) -> None:
+    full = _evaluate(bundle, roots["plain"], tmp_path / "full")
+    lst = tmp_path / "bad.txt"
+    lst.write_text("# a field under a PV label\ntest/input/img(6).tif\n")
+    part = _evaluate(bundle, roots["plain"], tmp_path / "part", "--exclude", str(lst))
+    assert [r["key"] for r in full["per_image"]] == ["test/5", "test/6", "test/7"]
+    assert [r["key"] for r in part["per_image"]] == ["test/5", "test/7"]
+    gone = full["per_image"][1]
+    for k in ("tp", "fp", "fn", "tn"):
+        assert part["pixel"][k] == full["pixel"][k] - gone[k]
+    assert part["data"]["exclude"] == ["test/input/img(6).tif"] and part["data"]["excluded"] == 1
+    # an entry naming no chip: one line naming the entry, exit 2, nothing written
+    lst.write_text("test/input/img(9).tif\n")
+    out = tmp_path / "typo"
+    code = main(["evaluate", str(bundle), str(roots["plain"]), "--out", str(out), "--device",
+                 "cpu", "-q", "--exclude", str(lst)])  # fmt: skip
+    assert code == 2 and not out.exists()

@@ -73,7 +73,7 @@ def test_job_finds_the_known_plants(done_job) -> None:
         assert ds.crs.to_epsg() == 32633
         mask = ds.read(1)
     np.testing.assert_array_equal(mask, _expected_mask())
-    meta, _, _, fields = pyogrio.raw.read(folder / "area_plants.gpkg")
+    meta, _, _, fields = pyogrio.raw.read(folder / "area_plants.gpkg", layer="plants")
     columns = dict(zip(meta["fields"], fields, strict=True))
     assert sorted(round(a, 1) for a in columns["area_ha"]) == [6.0, 9.0, 24.0]
     assert (columns["mean_prob"] > 0.95).all()

@@ -198,3 +198,24 @@ def test_the_final_phase_on_the_datasets_reaches_the_sampler(roots: dict[str, Pa
     sampler = dm.train_sampler(0, 1)
     sampler.set_epoch(4)
     assert {cache.sources[s].kind for s in cache.source_of[list(sampler)]} == {"dataset"}
+
+
+def test_train_leaves_the_excluded_chips_out(
+    roots: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("bad.txt").write_text("# before construction\ntrain/input/img([12]).tif\n")
+    run = tmp_path / "run"
+    args = ["train", str(roots["brazil"]), "--exclude", "bad.txt", "--cache-dir",
+            str(roots["cache"]), "--out", str(run), "--epochs", "1", *FAST]  # fmt: skip
+    assert cli.main(args) == 0
+    meta = json.loads((run / "bundle" / "bundle.json").read_text())
+    (src,) = meta["sources"]
+    assert src["chips"] == {"train": 4, "val": 2, "test": 2, "excluded": 2}
+    assert src["settings"]["exclude"] == ["train/input/img([12]).tif"]
+    cfg = load_config(run / "config.yaml")  # the file, absolute: the run resumes from anywhere
+    assert cfg.data.exclude == str(tmp_path / "bad.txt")
+    sset = open_sources(cfg.data, seed=cfg.seed)
+    assert (
+        meta["data_fingerprint"] == sset.fingerprint and meta["band_stats"] == sset.stats.to_dict()
+    )

@@ -95,3 +95,21 @@ def test_missing_extra_is_named(
     assert cli.main(["train", str(dataset), "--out", str(run), *flags, *FAST]) == 2
     assert f"pip install 'pvdetect[{extra}]'" in _one_line_error(capsys)
     assert not run.exists()
+
+
+def test_a_bad_exclusion_list_is_one_line(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    missing = tmp_path / "missing.txt"
+    code = cli.main(["train", str(dataset), "--out", str(run), "--exclude", str(missing), *FAST])
+    assert code == 2
+    assert _one_line_error(capsys).endswith(f"data.exclude: {missing}: no such file")
+    typo = tmp_path / "typo.txt"
+    typo.write_text("train/input/img(1).tif\ntrain/input/img(77).tif\n")
+    code = cli.main(["train", str(dataset), "--out", str(run), "--exclude", str(typo), *FAST])
+    assert code == 2
+    line = _one_line_error(capsys)
+    assert line.endswith("exclude entry 'train/input/img(77).tif' names no chip"), line
+    assert f"data.exclude ({dataset})" in line
+    assert not run.exists()

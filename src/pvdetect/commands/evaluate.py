@@ -79,6 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="packed-cache folder (default: DATA/.pvdetect_cache)",
     )
+    parser.add_argument(
+        "--exclude",
+        default=None,
+        metavar="FILE",
+        help="chips to leave out, one per line (# comments): image or mask path relative to "
+        "the dataset folder, chip key, or a shell pattern of them (as train --exclude)",
+    )
     add_input_arguments(parser)
 
 
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             bands=args.bands,
             offset=args.offset,
             scale=args.scale,
+            exclude=args.exclude,
         ),
     )
     logs.attach_file(Path(args.out) / LOG_NAME)

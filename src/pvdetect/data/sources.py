@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pvdetect.data.exclude import EXCLUDED
 from pvdetect.data.layouts import SPLITS, ChipRecord, find_chips
 from pvdetect.data.loading import choose_band_order
 from pvdetect.data.packed import (
@@ -66,6 +67,8 @@ class Source:
         drop_empty: ``data.drop_empty`` for its chips.
         oversample_pv: ``data.oversample_pv`` for its chips.
         settings: How it was made (root, fractions, style, seed ...), for the bundle.
+        excluded: Indices (in its cache) of the chips left out of every split
+            (:mod:`pvdetect.data.exclude`).
     """
 
     name: str
@@ -75,6 +78,7 @@ class Source:
     drop_empty: float = 0.0
     oversample_pv: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
+    excluded: tuple[int, ...] = ()
 
     @property
     def where(self) -> str:
@@ -161,13 +165,17 @@ class SourceSet:
         w = max(s.cache.images.shape[3] for s in self.sources)
         self.shape = (n, bands.pop(), h, w)
         records = [r for s in self.sources for r in s.cache.records]
+        gone = {int(o) + i for s, o in zip(self.sources, self.offsets, strict=False)
+                for i in s.excluded}  # fmt: skip
+        if gone and splits is None:
+            splits = [r.split for r in records]
         self._own_splits = splits is None
         if splits is not None:
-            if len(splits) != n or any(sp not in SPLITS for sp in splits):
-                raise ValueError("splits must give train, val or test for every chip")
+            if len(splits) != n or any(sp not in (*SPLITS, EXCLUDED) for sp in splits):
+                raise ValueError("splits must give train, val, test or excluded for every chip")
             records = [
-                ChipRecord(r.image, r.mask, sp, r.site, r.key)
-                for r, sp in zip(records, splits, strict=True)
+                ChipRecord(r.image, r.mask, EXCLUDED if i in gone else sp, r.site, r.key)
+                for i, (r, sp) in enumerate(zip(records, splits, strict=True))
             ]
         self.records = records
         self.chips = [c for s in self.sources for c in s.cache.chips]
@@ -216,7 +224,8 @@ class SourceSet:
         return real if any(real) else has_val
 
     def with_splits(self, splits: Sequence[str]) -> SourceSet:
-        """The same chips with other splits (statistics of the new training split)."""
+        """The same chips with other splits (statistics of the new training split); excluded
+        chips stay excluded."""
         return SourceSet(self.sources, splits)
 
     def source_stats(self, s: int) -> BandStats:
@@ -238,7 +247,8 @@ class SourceSet:
                     "weight": float(src.weight),
                     "settings": dict(src.settings),
                     "fingerprint": src.cache.fingerprint,
-                    "chips": {sp: int(self.indices(sp, s).size) for sp in SPLITS},
+                    "chips": {sp: int(self.indices(sp, s).size) for sp in SPLITS}
+                    | ({EXCLUDED: len(src.excluded)} if src.excluded else {}),
                     "band_stats": self.source_stats(s).to_dict(),
                 }
             )
@@ -337,7 +347,8 @@ def cv_splits(sset: SourceSet, folds: int, fold: int, seed: int = 0) -> SourceSe
 
     The training and validation chips of the dataset sources are pooled and dealt into folds
     by site (a site id is taken per source); fold ``fold`` validates, the others train. Test
-    chips and the chips of synthetic sources keep their split.
+    chips and the chips of synthetic sources keep their split. Excluded chips count in the
+    deal (so that editing an exclusion list does not move sites between folds) but stay out.
 
     Raises:
         ConfigError: fewer sites than folds, or ``fold`` outside ``1..folds``.
@@ -347,13 +358,15 @@ def cv_splits(sset: SourceSet, folds: int, fold: int, seed: int = 0) -> SourceSe
     counts: dict[str, int] = defaultdict(int)
     keys: list[str | None] = []
     for i, r in enumerate(sset.records):
-        src = sset.sources[int(sset.source_of[i])]
-        if src.kind == "dataset" and r.split in ("train", "val"):
-            key = f"{src.name}/{r.site}"
+        s = int(sset.source_of[i])
+        src = sset.sources[s]
+        split = r.split
+        if split == EXCLUDED:  # its split in the dataset, for the deal only
+            split = src.cache.records[i - int(sset.offsets[s])].split
+        key = f"{src.name}/{r.site}"
+        if src.kind == "dataset" and split in ("train", "val"):
             counts[key] += 1
-            keys.append(key)
-        else:
-            keys.append(None)
+        keys.append(key if src.kind == "dataset" and r.split in ("train", "val") else None)
     if len(counts) < folds:
         raise ConfigError(
             f"cv: {folds} folds need at least {folds} sites in the training and validation "

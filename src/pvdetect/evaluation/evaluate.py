@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pvdetect.data.exclude import read_exclude
 from pvdetect.data.raster import BAND_NAMES
 from pvdetect.errors import BundleError, ConfigError, DataError
 from pvdetect.evaluation.comparison import comparison_entry, find_baselines
@@ -48,6 +49,9 @@ class EvaluateOptions:
         offset: ``--offset`` (one value or one per band); with it or ``scale`` the chips'
             own scale/offset metadata is ignored (:mod:`pvdetect.data.radiometry`).
         scale: ``--scale``.
+        exclude: chips to leave out (``--exclude``): a file or a list of entries
+            (:mod:`pvdetect.data.exclude`), matched in every dataset; each entry must name a
+            chip of at least one.
     """
 
     batch_size: int = 40
@@ -63,6 +67,7 @@ class EvaluateOptions:
     bands: str | Sequence[str | int] | None = None
     offset: str | float | Sequence[float] | None = None
     scale: str | float | Sequence[float] | None = None
+    exclude: str | Sequence[str] | None = None
 
     def check(self) -> None:
         """Refuse options out of range before anything is read."""
@@ -104,27 +109,39 @@ def _model_info(bundle: Bundle, path: Path, tta: bool) -> dict[str, Any]:
 
 
 def _load_data(
-    roots: list[Path], split: str, band_order: list[int] | None, cache_dir: Path | None, **how: Any
+    roots: list[Path],
+    split: str,
+    band_order: list[int] | None,
+    cache_dir: Path | None,
+    exclude: Sequence[str] = (),
+    **how: Any,
 ) -> tuple[Any, Any]:
     """The packed chips of one dataset (its cache) or several (a SourceSet) and the split.
 
+    ``exclude``: entries of an exclusion list, left out of every dataset they name.
     ``how``: ``bands``, ``wanted`` and ``radiometry``, as :func:`load_split` takes them.
     """
     from pvdetect.data.loading import load_split
 
-    if len(roots) == 1:
+    if len(roots) == 1 and not exclude:
         return load_split(roots[0], split, band_order=band_order, cache_dir=cache_dir, **how)
+    from pvdetect.data.exclude import check_matched, excluded_chips
     from pvdetect.data.sources import Source, SourceSet, open_dataset, source_name
 
     names: list[str] = []
     sources = []
+    unmatched = set(exclude)
     for root in roots:
         name, k = source_name(root), 2
         while name in names:
             name, k = f"{source_name(root)}-{k}", k + 1
         names.append(name)
         cache = open_dataset(root, band_order=band_order, cache_dir=cache_dir, **how)
-        sources.append(Source(name, "dataset", cache, settings={"root": str(root)}))
+        gone, missed = excluded_chips(cache.records, root, exclude)
+        unmatched &= missed
+        settings = {"root": str(root)} | ({"exclude": list(exclude)} if exclude else {})
+        sources.append(Source(name, "dataset", cache, settings=settings, excluded=tuple(gone)))
+    check_matched(unmatched, f"--exclude ({', '.join(map(str, roots))})")
     sset = SourceSet(sources)
     for s, root in enumerate(roots):
         if sset.indices(split, s).size == 0:
@@ -164,6 +181,7 @@ def evaluate_bundle(
         raise ConfigError("no dataset to evaluate")
     opt = options or EvaluateOptions()
     opt.check()
+    exclude = read_exclude(opt.exclude, "--exclude")
     radiometry = RadiometryOptions.parse(opt.offset, opt.scale)
     out = check_out_dir(out_dir) if out_dir is not None else None
     dev = resolve_device(opt.device)
@@ -174,6 +192,7 @@ def evaluate_bundle(
         split,
         bundle_band_order(meta.band_order),
         opt.cache_dir,
+        exclude,
         bands=opt.bands,
         wanted=list(meta.band_order),
         radiometry=radiometry,
@@ -202,6 +221,9 @@ def evaluate_bundle(
     ev = evaluate_predictor(predict, cache, idx, used, settings)
     metrics = ev.metrics
     metrics["data"] |= _data_entry(roots, dev)
+    if exclude:
+        metrics["data"]["exclude"] = exclude
+        metrics["data"]["excluded"] = sum(len(s.excluded) for s in cache.sources)
     entries, note = _baseline_entries(cache, split, out, opt, dev, meta.band_order, metrics)
     if entries:
         upscaled = not opt.native and bundle.factor > 1

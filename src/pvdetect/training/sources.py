@@ -8,15 +8,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pvdetect.config import DataConfig
+from pvdetect.data.exclude import check_matched, excluded_chips, read_exclude
 from pvdetect.data.raster import BAND_NAMES
 from pvdetect.data.sources import Source, SourceSet, open_dataset, source_name
 from pvdetect.errors import ConfigError
 from pvdetect.synth.packed import DEFAULT_SYNTH_SIZE, open_synthetic
 
 __all__ = ["open_sources"]
+
+log = logging.getLogger(__name__)
 
 
 def _names(wanted: list[str | None], defaults: list[str]) -> list[str]:
@@ -48,8 +52,11 @@ def open_sources(data: DataConfig, seed: int = 0) -> SourceSet:
     """
     specs: list[dict[str, Any]] = []
     if data.root:
-        specs.append({"root": data.root, "weight": 1.0, "name": None})
-    specs += [s.model_dump() for s in data.sources]
+        specs.append({"root": data.root, "weight": 1.0, "name": None, "exclude": data.exclude,
+                      "where": "data.exclude"})  # fmt: skip
+    specs += [
+        s.model_dump() | {"where": f"data.sources[{i}].exclude"} for i, s in enumerate(data.sources)
+    ]
     syn = data.synthetic
     wanted = [s.get("name") for s in specs] + ([syn.name] if syn.chips else [])
     defaults = [source_name(s["root"]) for s in specs] + (
@@ -67,7 +74,10 @@ def open_sources(data: DataConfig, seed: int = 0) -> SourceSet:
 
 
 def _dataset_source(spec: dict[str, Any], name: str, data: DataConfig, seed: int) -> Source:
-    """One dataset source: its splits, bands and sampling from its entry or ``data``."""
+    """One dataset source: its splits, bands, sampling and exclusions from its entry or
+    ``data``."""
+    where = spec.get("where", "exclude")
+    entries = read_exclude(spec.get("exclude"), where)  # a bad list fails before packing
     val = spec.get("val_fraction")
     test = spec.get("test_fraction")
     val = data.val_fraction if val is None else val
@@ -91,6 +101,12 @@ def _dataset_source(spec: dict[str, Any], name: str, data: DataConfig, seed: int
     over = spec.get("oversample_pv")
     settings = {"root": str(spec["root"]), "val_fraction": val, "test_fraction": test,
                 "band_order": order, "bands": data.bands}  # fmt: skip
+    excluded: list[int] = []
+    if entries:
+        excluded, unmatched = excluded_chips(cache.records, spec["root"], entries)
+        check_matched(unmatched, f"{where} ({spec['root']})")
+        settings["exclude"] = entries
+        log.info("%s: %d chips excluded (%s)", spec["root"], len(excluded), where)
     return Source(
         name=name,
         kind="dataset",
@@ -99,6 +115,7 @@ def _dataset_source(spec: dict[str, Any], name: str, data: DataConfig, seed: int
         drop_empty=data.drop_empty if drop is None else drop,
         oversample_pv=data.oversample_pv if over is None else over,
         settings=settings,
+        excluded=tuple(excluded),
     )
 
 

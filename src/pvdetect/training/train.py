@@ -70,6 +70,9 @@ def _resolve_paths(cfg: TrainConfig) -> TrainConfig:
         cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
     for src in cfg.data.sources:
         src.root = str(Path(src.root).expanduser().resolve())
+    for part in (cfg.data, *cfg.data.sources):  # an exclusion file (a list stays as it is)
+        if isinstance(part.exclude, str):
+            part.exclude = str(Path(part.exclude).expanduser().resolve())
     cfg.out = str(Path(cfg.out).expanduser().resolve())  # type: ignore[arg-type]
     if cfg.data.cache_dir:
         cfg.data.cache_dir = str(Path(cfg.data.cache_dir).expanduser().resolve())
