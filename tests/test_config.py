@@ -298,11 +298,12 @@ TRAIN_FLAGS = (
     "--val-every --max-train-batches --max-val-batches --threshold-metric --monitor "
     "--patience --overlap --no-progress"
 ).split()
-# flags added since: several sources, synthetic chips, spectral augmentation, cross-validation
+# flags added since: several sources, synthetic chips, spectral augmentation, cross-validation,
+# exclusion lists
 NEW_TRAIN_FLAGS = (
     "--data --synthetic --synthetic-style --synthetic-chip-size --synthetic-seed "
     "--spectral-augment --no-spectral-augment --augment-p --augment-gain --augment-offset "
-    "--augment-brightness --augment-haze --cv --bands --synthetic-off-last"
+    "--augment-brightness --augment-haze --cv --bands --synthetic-off-last --exclude"
 ).split()
 
 

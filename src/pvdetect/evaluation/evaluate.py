@@ -108,6 +108,13 @@ def _model_info(bundle: Bundle, path: Path, tta: bool) -> dict[str, Any]:
     }
 
 
+def _excluded_entry(exclude: Sequence[str], cache: Any) -> dict[str, Any]:
+    """The ``data`` keys of an exclusion list: its entries and how many chips they named."""
+    if not exclude:
+        return {}
+    return {"exclude": list(exclude), "excluded": sum(len(s.excluded) for s in cache.sources)}
+
+
 def _load_data(
     roots: list[Path],
     split: str,
@@ -220,10 +227,7 @@ def evaluate_bundle(
     )
     ev = evaluate_predictor(predict, cache, idx, used, settings)
     metrics = ev.metrics
-    metrics["data"] |= _data_entry(roots, dev)
-    if exclude:
-        metrics["data"]["exclude"] = exclude
-        metrics["data"]["excluded"] = sum(len(s.excluded) for s in cache.sources)
+    metrics["data"] |= _data_entry(roots, dev) | _excluded_entry(exclude, cache)
     entries, note = _baseline_entries(cache, split, out, opt, dev, meta.band_order, metrics)
     if entries:
         upscaled = not opt.native and bundle.factor > 1
