@@ -226,6 +226,17 @@ def eval_chips(bundle: Any, cache: Any, idx: Any) -> dict[str, Any]:
     return ev.metrics
 
 
+def _bundle_hash(bundle_dir: Path) -> str:
+    """SHA-256 of a bundle's files: which model a folder of predictions came from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(q for q in bundle_dir.rglob("*") if q.is_file()):
+        h.update(p.relative_to(bundle_dir).as_posix().encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
 def eval_scenes(
     bundle_dir: Path, scenes: dict[str, list[tuple[Path, Path]]], out: Path
 ) -> dict[str, dict[str, float]]:
@@ -233,10 +244,13 @@ def eval_scenes(
     from pvdetect.data.raster import read_raster
 
     res: dict[str, dict[str, float]] = {}
+    made_by = _bundle_hash(bundle_dir)
     for region, pairs in scenes.items():
         pred_dir = out / region
-        if not all((pred_dir / f"{img.stem}_mask.tif").is_file() for img, _ in pairs):
-            if pred_dir.exists():
+        stamp = pred_dir / "bundle.sha256"
+        fresh = stamp.is_file() and stamp.read_text() == made_by
+        if not (fresh and all((pred_dir / f"{img.stem}_mask.tif").is_file() for img, _ in pairs)):
+            if pred_dir.exists():  # missing, or predicted by another model: predict again
                 shutil.rmtree(pred_dir)
             # pvdetect predict, in this process
             from pvdetect import cli
@@ -246,6 +260,7 @@ def eval_scenes(
                              "--no-overlay"])  # fmt: skip
             if code != 0:
                 raise RuntimeError(f"pvdetect predict {bundle_dir} failed ({code})")
+            stamp.write_text(made_by)
         tp = fp = fn = n_valid = 0
         for img, truth in pairs:
             pred, pinfo = read_raster(pred_dir / f"{img.stem}_mask.tif")
