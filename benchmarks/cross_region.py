@@ -67,7 +67,7 @@ from common import (  # noqa: E402
 
 AUSTRIA = (REPO_ROOT / ".." / "shared" / "data" / "austria_s2").resolve()
 #: the Austrian chips whose label does not describe the image (dates before construction)
-EXCLUDE = Path(__file__).resolve().parent / "austria_s2_exclude.txt"
+EXCLUDE = Path(__file__).resolve().parent / "labels_before_construction.txt"
 WORK = BENCH_OUT / "cross_region"
 RECIPES = {
     "a": "austria_s2 alone",
@@ -466,13 +466,13 @@ def results_md(doc: dict[str, Any]) -> str:
         )
     cmd = " ".join(train_args("d", b, Path("RUN"), Path("CACHE")))
     cmd = cmd.replace(str(AUSTRIA), "../shared/data/austria_s2")
-    cmd = cmd.replace(str(EXCLUDE), "benchmarks/austria_s2_exclude.txt")
+    cmd = cmd.replace(str(EXCLUDE), "benchmarks/labels_before_construction.txt")
     n_ex = sum(1 for line in EXCLUDE.read_text().splitlines() if line.strip()
                and not line.lstrip().startswith("#"))  # fmt: skip
     excl = (
-        f"The Austrian chips of `benchmarks/austria_s2_exclude.txt` ({n_ex} chips of 2 sites "
-        "built during 2022, dated before construction: a field under a PV label) are left out "
-        'of training and of "Austria val IoU" for every recipe (`--exclude`); "all chips" '
+        f"The Austrian chips of `benchmarks/labels_before_construction.txt` ({n_ex} chips of 2 "
+        "sites built during 2022, dated before construction: a field under a PV label) are left "
+        'out of training and of "Austria val IoU" for every recipe (`--exclude`); "all chips" '
         "scores the same models on the validation sites with them, labels as published."
         if b.get("exclude")
         else "No Austrian chip excluded."

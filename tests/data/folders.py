@@ -42,3 +42,15 @@ def write_folders_dataset(
             write_raster(root / "images" / name, img, crs="EPSG:32633", transform=t, nodata=ND)
             write_raster(root / "masks" / name, mask, crs="EPSG:32633", transform=t, nodata=ND)
     return root
+
+
+def write_two_layouts(base: Path) -> dict[str, Path]:
+    """Two small datasets in different layouts under ``base``: ``brazil`` (10 chips of 64 px,
+    the Solar-Plants-Brazil layout, from pvdetect synth) and ``folders`` (12 chips of 48 px),
+    with ``cache`` for their packed caches and ``base`` itself."""
+    from pvdetect.synth.dataset import generate_dataset
+
+    brazil = base / "brazil_layout"
+    generate_dataset(brazil, chips=10, scenes=0, seed=1, chip_size=64)
+    folders = write_folders_dataset(base / "folders_layout", sites=6, per_site=2, size=48)
+    return {"brazil": brazil, "folders": folders, "cache": base / "cache", "base": base}

@@ -13,18 +13,13 @@ from pvdetect.data.layouts import find_chips
 from pvdetect.data.sources import cv_splits
 from pvdetect.data.stats import band_stats
 from pvdetect.errors import ConfigError, DataError
-from pvdetect.synth.dataset import generate_dataset
 from pvdetect.training.sources import open_sources
-from tests.data.folders import write_folders_dataset
+from tests.data.folders import write_two_layouts
 
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("exclude")
-    brazil = base / "brazil_layout"
-    generate_dataset(brazil, chips=10, scenes=0, seed=1, chip_size=64)
-    folders = write_folders_dataset(base / "folders_layout", sites=6, per_site=2, size=48)
-    return {"brazil": brazil, "folders": folders, "cache": base / "cache"}
+    return write_two_layouts(tmp_path_factory.mktemp("exclude"))
 
 
 def test_a_file_lists_entries_with_comments(tmp_path: Path) -> None:

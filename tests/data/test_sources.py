@@ -19,16 +19,12 @@ from pvdetect.errors import ConfigError, DataError
 from pvdetect.synth.dataset import generate_dataset
 from pvdetect.synth.packed import open_synthetic
 from pvdetect.training.sources import open_sources
-from tests.data.folders import write_folders_dataset
+from tests.data.folders import write_two_layouts
 
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("sources")
-    brazil = base / "brazil_layout"
-    generate_dataset(brazil, chips=10, scenes=0, seed=1, chip_size=64)
-    folders = write_folders_dataset(base / "folders_layout", sites=6, per_site=2, size=48)
-    return {"brazil": brazil, "folders": folders, "cache": base / "cache"}
+    return write_two_layouts(tmp_path_factory.mktemp("sources"))
 
 
 def _data(roots: dict[str, Path], **synthetic: object) -> DataConfig:

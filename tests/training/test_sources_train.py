@@ -13,9 +13,8 @@ import yaml
 
 from pvdetect import cli
 from pvdetect.config import TrainConfig, load_config
-from pvdetect.synth.dataset import generate_dataset
 from pvdetect.training.sources import open_sources
-from tests.data.folders import write_folders_dataset
+from tests.data.folders import write_two_layouts
 
 FAST = [
     "--weights", "none", "--batch-size", "2", "--val-batch-size", "4",
@@ -27,11 +26,7 @@ NAMES = ("brazil_layout", "folders_layout", "synthetic-brazil")
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("multi")
-    brazil = base / "brazil_layout"
-    generate_dataset(brazil, chips=10, scenes=0, seed=1, chip_size=64)
-    folders = write_folders_dataset(base / "folders_layout", sites=6, per_site=2, size=48)
-    return {"brazil": brazil, "folders": folders, "cache": base / "cache", "base": base}
+    return write_two_layouts(tmp_path_factory.mktemp("multi"))
 
 
 def _args(roots: dict[str, Path], run: Path) -> list[str]:
