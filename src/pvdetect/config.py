@@ -348,6 +348,13 @@ class DataConfig(_Options):
         True, "Random flips and 90-degree rotations (D4) of training batches (--no-augment: "
         "none).", "--no-augment", action="store_const", const=False,
     )  # fmt: skip
+    mirror_windows: bool = option(
+        False, "For chip sets cut to their labels (a window of valid pixels around each plant, "
+        "nodata around it, whose shape tells where the plant is): mirror each chip's window "
+        "outward over the whole chip, image and label alike, in training and validation. Chips "
+        "whose valid pixels are not one rectangle smaller than the chip stay as they are.",
+        "--mirror-windows", action="store_const", const=True,
+    )  # fmt: skip
     exclude: str | list[str] | None = option(
         None, "Chips of data.root to leave out of every split, the statistics and the folds "
         "(labels that do not describe their image, e.g. dates before a plant was built): a "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from pvdetect.model.transforms import (
     d4_inverse,
     d4_transform,
     downscale_probs,
+    mirror_windows,
     normalize,
     random_crop,
     upscale_batch,
@@ -187,3 +189,29 @@ def test_upscale_mask_nearest_and_downscale():
 
 
 # --------------------------------------------------------------------------- super-resolution
+
+
+def test_mirror_windows_mirrors_a_window_and_leaves_other_chips() -> None:
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 4, 20, 20, generator=g)
+    mask = torch.randint(0, 2, (4, 20, 20), generator=g, dtype=torch.uint8)
+    valid = torch.zeros(4, 20, 20, dtype=torch.bool)
+    valid[0, 3:10, 6:17] = True  # a window of 7 x 11 px: mirrored
+    valid[1] = True  # the whole chip: unchanged
+    valid[2, 3:10, 6:17] = True
+    valid[2, 3, 6] = False  # not one rectangle: unchanged
+    valid[3, 8:10, 0:20] = True  # 2 rows, wider than the pad is deep on each side: mirrored
+    mask[~valid] = 255
+    x = torch.where(valid.unsqueeze(1), x, torch.zeros(()))
+    out, m, v = mirror_windows(x, mask, valid)
+    for j, (rows, cols) in ((0, (slice(3, 10), slice(6, 17))), (3, (slice(8, 10), slice(0, 20)))):
+        pads = ((rows.start, 20 - rows.stop), (cols.start, 20 - cols.stop))
+        want = np.pad(x[j][:, rows, cols].numpy(), ((0, 0), *pads), mode="symmetric")
+        want_m = np.pad(mask[j][rows, cols].numpy(), pads, mode="symmetric")
+        assert np.array_equal(out[j].numpy(), want) and np.array_equal(m[j].numpy(), want_m)
+        assert bool(v[j].all()) and not bool((m[j] == 255).any())
+        assert torch.equal(out[j][:, rows, cols], x[j][:, rows, cols])  # the window itself stays
+    for j in (1, 2):
+        assert (
+            torch.equal(out[j], x[j]) and torch.equal(m[j], mask[j]) and torch.equal(v[j], valid[j])
+        )

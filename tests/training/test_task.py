@@ -139,6 +139,26 @@ def test_validation_logs_upscaled_and_native_metrics(tmp_path: Path) -> None:
     assert n_val >= 1
 
 
+def test_mirrored_windows_in_training_and_validation() -> None:
+    batch = _batch()
+    batch["valid"][:] = False
+    batch["valid"][:, 16:48, 8:40] = True  # the imaged window of a plant-cut chip
+    batch["mask"][batch["valid"] & (batch["mask"] == 255)] = 0
+    batch["mask"][~batch["valid"]] = 255
+    on, off = _task(data__mirror_windows=True), _task()
+    x, mask, valid = on.prepare_eval(batch)
+    assert bool(valid.all()) and not bool((mask == 255).any())
+    assert int((mask == 1).sum()) > int((batch["mask"] == 1).sum())  # the plant mirrored too
+    x_off, _, valid_off = off.prepare_eval(batch)
+    assert torch.equal(valid_off, batch["valid"]) and torch.equal(
+        x[:, :, 16:48, 8:40], x_off[:, :, 16:48, 8:40]
+    )
+    _, mask_t, valid_t = on.prepare_train(batch, torch.Generator().manual_seed(2))
+    assert bool(valid_t.all()) and not bool((mask_t == 255).any())
+    assert on.hparams["config"]["data"]["mirror_windows"] is True
+    assert off.hparams["config"]["data"]["mirror_windows"] is False
+
+
 def test_spectral_augmentation_changes_training_inputs_only() -> None:
     on = _task(augment__spectral=True, augment__p=1.0)
     off = _task()

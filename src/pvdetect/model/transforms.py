@@ -142,6 +142,45 @@ def d4_augment(
 
 
 # ---------------------------------------------------------------------------------------------
+# imaged windows
+
+
+def _mirror_index(n: int, start: Tensor, length: Tensor) -> Tensor:
+    """``[B, n]`` source positions: the span ``[start, start + length)`` mirrored outward
+    (edge pixels repeated, as numpy's ``symmetric`` padding) over ``0 .. n-1``."""
+    offset = torch.arange(n, device=start.device).view(1, -1) - start.view(-1, 1)
+    period = 2 * length.view(-1, 1)
+    folded = torch.remainder(offset, period)
+    return start.view(-1, 1) + torch.where(folded < length.view(-1, 1), folded, period - 1 - folded)
+
+
+def mirror_windows(x: Tensor, mask: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Chips whose valid pixels form a rectangle smaller than the chip (an imaged window in
+    nodata) get the window mirrored outward over the whole chip, image, mask and valid alike.
+
+    Chip sets cut to their labels (a window around each plant) tell a model where the plant is
+    by the window's shape; mirrored, only the pixels do. Other chips are returned unchanged.
+    """
+    bsz, _, h, w = x.shape
+    rows, cols = valid.any(dim=2), valid.any(dim=1)
+    ar_h, ar_w = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    y0 = torch.where(rows, ar_h, h).amin(dim=1)
+    y1 = torch.where(rows, ar_h, -1).amax(dim=1) + 1
+    x0 = torch.where(cols, ar_w, w).amin(dim=1)
+    x1 = torch.where(cols, ar_w, -1).amax(dim=1) + 1
+    area = (y1 - y0).clamp(min=0) * (x1 - x0).clamp(min=0)
+    window = (area > 0) & (area < h * w) & (valid.sum(dim=(1, 2)) == area)
+    y0, x0 = torch.where(window, y0, 0), torch.where(window, x0, 0)
+    y1, x1 = torch.where(window, y1, h), torch.where(window, x1, w)
+    ys = _mirror_index(h, y0, y1 - y0)
+    xs = _mirror_index(w, x0, x1 - x0)
+    idx = (ys.view(bsz, h, 1) * w + xs.view(bsz, 1, w)).reshape(bsz, -1)
+    out, m, v = _gather_all(x, mask, valid, idx, (h, w))
+    assert m is not None and v is not None
+    return out, m, v
+
+
+# ---------------------------------------------------------------------------------------------
 # crops
 
 

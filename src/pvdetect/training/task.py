@@ -42,7 +42,7 @@ from pvdetect.model.factory import build_model, required_multiple
 from pvdetect.model.losses import build_loss
 from pvdetect.model.preprocessing import Preprocessor, run_model
 from pvdetect.model.spectral import SpectralJitter, spectral_augment
-from pvdetect.model.transforms import d4_augment, random_crop, upscale_mask
+from pvdetect.model.transforms import d4_augment, mirror_windows, random_crop, upscale_mask
 
 __all__ = ["HIST_BINS", "SegmentationTask", "cosine_factor"]
 
@@ -236,6 +236,8 @@ class SegmentationTask(L.LightningModule):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Crop (native resolution), D4, normalise, upscale: ``(x, mask, valid)`` on device."""
         x, mask, valid = batch["image"], batch["mask"], batch["valid"].bool()
+        if self.cfg.data.mirror_windows:
+            x, mask, valid = mirror_windows(x, mask, valid)
         raw_crop = self.crop_size // self.factor
         if raw_crop < x.shape[-2] or raw_crop < x.shape[-1]:
             x, mask, valid = random_crop(
@@ -249,9 +251,13 @@ class SegmentationTask(L.LightningModule):
         return x, upscale_mask(mask, self.factor), valid_up
 
     def prepare_eval(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """Whole chips, normalised and upscaled: ``(x, mask, valid)`` at model resolution."""
-        x, valid = self.pre.model_input(batch["image"], batch["valid"].bool())
-        return x, upscale_mask(batch["mask"], self.factor), valid
+        """Whole chips (windows mirrored with ``data.mirror_windows``), normalised and upscaled:
+        ``(x, mask, valid)`` at model resolution."""
+        x, mask, valid = batch["image"], batch["mask"], batch["valid"].bool()
+        if self.cfg.data.mirror_windows:
+            x, mask, valid = mirror_windows(x, mask, valid)
+        x, valid = self.pre.model_input(x, valid)
+        return x, upscale_mask(mask, self.factor), valid
 
     # ------------------------------------------------------------------ steps
 
