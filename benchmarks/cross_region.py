@@ -220,48 +220,23 @@ def _predictor(bundle: Any) -> Any:
     return predict
 
 
-def eval_chips(bundle: Any, cache: Any, idx: Any) -> dict[str, Any]:
-    """Pixel metrics of the bundle at its threshold on chips ``idx`` (per source if several)."""
+def eval_chips(bundle: Any, cache: Any, idx: Any, mirror: bool = False) -> dict[str, Any]:
+    """Pixel metrics of the bundle at its threshold on chips ``idx`` (per source if several).
+
+    With ``mirror`` each window is mirrored over its chip first (``evaluate --mirror-windows``):
+    the austria_s2 windows are cut to each plant (13-67 px a side, the rest nodata), so their
+    shape tells where the plant is; mirrored, a model has only the pixels to go by.
+    """
     from pvdetect.evaluation.engine import EvalSettings, evaluate_predictor
 
-    settings = EvalSettings(batch_size=32, n_grid=0)
+    settings = EvalSettings(batch_size=32, n_grid=0, mirror_windows=mirror)
     ev = evaluate_predictor(_predictor(bundle), cache, idx, bundle.meta.threshold, settings)
     return ev.metrics
 
 
-def eval_mirrored(bundle: Any, fold: Any, idx: Any) -> dict[str, Any]:
-    """Pixel IoU (and tp, fp, fn per site) of the bundle at its threshold on chips ``idx``
-    with their windows mirrored, every labelled pixel scored.
-
-    The austria_s2 windows are cut to each plant (13-67 px a side, the rest nodata), so their
-    shape tells where the plant is; mirrored over the chip (what ``--mirror-windows`` trains
-    on), a model has only the pixels to go by.
-    """
-    import numpy as np
-    import torch
-
-    from pvdetect.data.raster import IGNORE_INDEX
-    from pvdetect.model.transforms import mirror_windows
-
-    sites: dict[str, list[int]] = {}
-    for start in range(0, len(idx), 32):
-        part = np.asarray(idx[start : start + 32])
-        images, mask_t, valid = mirror_windows(
-            torch.from_numpy(np.asarray(fold.images[part])),
-            torch.from_numpy(np.asarray(fold.masks[part])),
-            torch.from_numpy(np.asarray(fold.valid[part])),
-        )
-        probs = bundle.predict_probs(images, valid, native=True).numpy()
-        masks = mask_t.numpy()
-        scored = masks != IGNORE_INDEX
-        pred, truth = (probs >= bundle.meta.threshold) & scored, (masks == 1) & scored
-        for j, i in enumerate(part):
-            c = sites.setdefault(fold.records[int(i)].site, [0, 0, 0])
-            c[0] += int((pred[j] & truth[j]).sum())
-            c[1] += int((pred[j] & ~truth[j]).sum())
-            c[2] += int((~pred[j] & truth[j]).sum())
-    tp, fp, fn = (sum(c[k] for c in sites.values()) for k in range(3))
-    return {"iou": tp / max(1, tp + fp + fn), "sites": sites}
+def _site_counts(metrics: dict[str, Any]) -> dict[str, list[int]]:
+    """Per site of an evaluation: tp, fp, fn (what the site bootstrap resamples)."""
+    return {site: [d["tp"], d["fp"], d["fn"]] for site, d in metrics["per_site"].items()}
 
 
 def window_rule(fold: Any) -> dict[str, Any]:
@@ -371,12 +346,10 @@ def evaluate_recipe(
         for fold in mine:
             m = eval_chips(bundle, fold, _austria_val(fold))
             entry["austria_val"].append(m["pixel"]["iou"])
-            entry["austria_val_sites"].append(
-                {site: [d["tp"], d["fp"], d["fn"]] for site, d in m["per_site"].items()}
-            )
-            mm = eval_mirrored(bundle, fold, _austria_val(fold))
-            entry["austria_val_mirrored"].append(mm["iou"])
-            entry["austria_val_mirrored_sites"].append(mm["sites"])
+            entry["austria_val_sites"].append(_site_counts(m))
+            m = eval_chips(bundle, fold, _austria_val(fold), mirror=True)
+            entry["austria_val_mirrored"].append(m["pixel"]["iou"])
+            entry["austria_val_mirrored_sites"].append(_site_counts(m))
             m = eval_chips(bundle, fold, _austria_val(fold, every=True))
             entry["austria_val_all"].append(m["pixel"]["iou"])
         if recipe != "b":

@@ -113,6 +113,28 @@ def plant_pattern(
     return image, pv[None].astype(np.float32)
 
 
+def window_chip(
+    seed: Seed, size: int = 64, rows: tuple[int, int] = (8, 40), cols: tuple[int, int] = (12, 52)
+) -> Arrays:
+    """A chip cut to its label, as the austria_s2 chips are: the window ``rows`` x ``cols``
+    imaged (a plant of 6-14 px a side, dark in NIR as in :func:`plant_pattern`, placed at
+    random inside it), nodata around it, the mask 0 there."""
+    rng = _rng(seed)
+    h, w = rows[1] - rows[0], cols[1] - cols[0]
+    ph, pw = (int(v) for v in rng.integers(6, 15, 2))
+    y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+    pv = np.zeros((h, w), bool)
+    pv[y : y + ph, x : x + pw] = True
+    image = np.full((4, size, size), NODATA, np.float32)
+    mask = np.zeros((1, size, size), np.float32)
+    win = (slice(*rows), slice(*cols))
+    image[(slice(0, 3), *win)] = rng.uniform(300.0, 1200.0, (3, h, w))
+    image[(3, *win)] = np.where(pv, rng.uniform(500.0, 1400.0, pv.shape),
+                                rng.uniform(1600.0, 5000.0, pv.shape))  # fmt: skip
+    mask[(0, *win)] = pv
+    return image, mask
+
+
 # ------------------------------------------------------------------------------ files
 
 

@@ -18,7 +18,13 @@ from pvdetect.evaluation.baseline_runs import run_baselines
 from pvdetect.evaluation.engine import EvalSettings, evaluate_predictor
 from pvdetect.evaluation.grids import select_grid
 from pvdetect.evaluation.sections import SECTIONS
-from tests.fixtures import brazil_paths, grid, plant_pattern, write_brazil_dataset
+from tests.fixtures import (
+    brazil_paths,
+    grid,
+    plant_pattern,
+    window_chip,
+    write_brazil_dataset,
+)
 
 ND = -9999.0
 
@@ -219,6 +225,36 @@ def test_grid_chips_are_repredicted(dataset: Path, tmp_path: Path) -> None:
         assert by_key[g.key]["pv_true"] + by_key[g.key]["pv_pred"] > 0
     ious = [g.score for g in ev.grids if g.label.startswith("best")]
     assert ious == sorted(ious, reverse=True)
+
+
+def test_mirrored_windows_count_every_labelled_pixel(tmp_path: Path) -> None:
+    rows, cols = (8, 40), (12, 52)
+    root = write_brazil_dataset(
+        tmp_path / "cut", {"test": 3}, lambda split, n: window_chip(n, 64, rows, cols)
+    )
+    cache, idx = load_split(root, "test", cache_dir=tmp_path / "cache")
+    cut = evaluate_predictor(nir_prob_torch, cache, idx, 0.5, EvalSettings(n_grid=1))
+    mirrored = evaluate_predictor(
+        nir_prob_torch, cache, idx, 0.5, EvalSettings(n_grid=1, mirror_windows=True)
+    )
+    assert cut.metrics["data"]["windows_mirrored"] is False
+    assert mirrored.metrics["data"]["windows_mirrored"] is True
+    pads = ((rows[0], 64 - rows[1]), (cols[0], 64 - cols[1]))
+    for r_cut, r_mir in zip(cut.metrics["per_image"], mirrored.metrics["per_image"], strict=True):
+        n = int(r_cut["key"].split("/")[1])
+        img, mask = window_chip(n, 64, rows, cols)
+        win = (slice(*rows), slice(*cols))
+        big = np.pad(img[:, win[0], win[1]], ((0, 0), *pads), mode="symmetric")
+        truth = np.pad(mask[0][win], pads, mode="symmetric") == 1
+        pred = nir_prob_np(big) >= 0.5
+        want = [int((pred & truth).sum()), int((pred & ~truth).sum()),
+                int((~pred & truth).sum()), int((~pred & ~truth).sum())]  # fmt: skip
+        assert [r_mir[k] for k in ("tp", "fp", "fn", "tn")] == want
+        assert sum(want) == 64 * 64 and truth.sum() >= 2 * mask.sum() > 0  # the plant mirrored
+        assert sum(r_cut[k] for k in ("tp", "fp", "fn", "tn")) == 32 * 40  # the window only
+    # the grids show the mirrored chips
+    assert mirrored.grids and mirrored.grids[0].truth.shape == (64, 64)
+    assert cut.grids[0].truth.shape[0] < 40
 
 
 def _tiny_bundle(path: Path, stats: dict) -> Path:

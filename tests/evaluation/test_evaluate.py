@@ -104,3 +104,50 @@ def test_excluded_chips_are_not_scored(
     code = main(["evaluate", str(bundle), str(roots["plain"]), "--out", str(out), "--device",
                  "cpu", "-q", "--exclude", str(lst)])  # fmt: skip
     assert code == 2 and not out.exists()
+
+
+def test_mirrored_windows_score_the_whole_chip(tmp_path: Path) -> None:
+    from pvdetect.model.bundle import load_bundle
+    from tests.fixtures import window_chip, write_brazil_dataset
+
+    rows, cols = (8, 40), (12, 52)
+    root = write_brazil_dataset(
+        tmp_path / "cut",
+        {"train": 3, "val": 1, "test": 2},
+        lambda split, n: window_chip(100 + n, 64, rows, cols),
+        numbering="global",
+    )
+    cache, _ = load_split(root, "train", cache_dir=tmp_path / "cache")
+    torch.manual_seed(0)
+    model = build_model("unet", "resnet18", in_channels=4, weights=None)
+    meta = BundleMeta(arch="unet", encoder="resnet18", band_stats=cache.stats.to_dict())
+    path = save_bundle(tmp_path / "bundle", model, meta)
+    extra = ("--cache-dir", str(tmp_path / "cache"), "--baselines")
+    cut = _evaluate(path, root, tmp_path / "as_cut", *extra)
+    mirrored = _evaluate(path, root, tmp_path / "mirrored", *extra, "--mirror-windows")
+
+    def total(px: dict) -> int:
+        return sum(px[k] for k in ("tp", "fp", "fn", "tn"))
+
+    assert not cut["data"]["windows_mirrored"] and mirrored["data"]["windows_mirrored"]
+    assert total(cut["pixel"]) == 2 * 32 * 40
+    for name, entry in mirrored["comparison"]["entries"].items():  # model and baselines alike
+        assert total(entry["pixel"]) == 2 * 64 * 64, name
+    # the model's counts are those of its predictions on the windows padded symmetrically
+    bundle = load_bundle(path)
+    pads = ((0, 0), (rows[0], 64 - rows[1]), (cols[0], 64 - cols[1]))
+    for r in mirrored["per_image"]:
+        img, mask = window_chip(100 + int(r["key"].split("/")[1]), 64, rows, cols)
+        win = (slice(None), slice(*rows), slice(*cols))
+        big = torch.from_numpy(np.pad(img[win], pads, mode="symmetric"))[None]
+        truth = np.pad(mask[win], pads, mode="symmetric")[0] == 1
+        probs = bundle.predict_probs(big, torch.ones(1, 64, 64, dtype=torch.bool), native=True)
+        p, thr = probs[0].numpy(), mirrored["threshold"]["used"]
+        pred = p >= thr
+        near = int((np.abs(p - thr) < 1e-5).sum())  # batch-size rounding may flip these
+        want = (int((pred & truth).sum()), int((pred & ~truth).sum()), int((~pred & truth).sum()))
+        got = (r["tp"], r["fp"], r["fn"])
+        assert sum(abs(a - b) for a, b in zip(got, want, strict=True)) <= near
+        assert r["tp"] + r["fn"] == int(truth.sum()) > 0
+    assert "mirrored over each chip" in (tmp_path / "mirrored" / "report.html").read_text()
+    assert "mirrored over each chip" not in (tmp_path / "as_cut" / "report.html").read_text()

@@ -99,6 +99,7 @@ def test_run_folder_contents(full_run: Path, dataset: Path, capsys: pytest.Captu
     vm = meta["val_metrics"]
     assert vm["threshold"] == meta["threshold"]
     assert vm["tp"] + vm["fp"] + vm["tn"] + vm["fn"] > 0 and 0 <= vm["iou"] <= vm["f1"] <= 1
+    assert vm["windows_mirrored"] is False
     # the bundle loads and predicts
     bundle = load_bundle(full_run / "bundle")
     probs = bundle.predict_probs(torch.rand(1, 4, 64, 64) * 3000, torch.ones(1, 64, 64, dtype=bool))
@@ -279,6 +280,24 @@ def test_cosine_schedule_and_sparse_validation(tmp_path: Path, dataset: Path) ->
     assert any(bundle_loss == pytest.approx(v, rel=1e-5) for v in logged), (bundle_loss, logged)
     # every epoch still leaves a resumable checkpoint
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 4
+
+
+def test_mirrored_windows_calibrate_on_whole_chips(tmp_path: Path) -> None:
+    from tests.fixtures import window_chip, write_brazil_dataset
+
+    root = write_brazil_dataset(
+        tmp_path / "cut", {"train": 4, "val": 2}, lambda s, n: window_chip(n), numbering="global"
+    )
+    counts = {}
+    for name, extra in (("cut", []), ("mirrored", ["--mirror-windows"])):
+        run = tmp_path / name
+        code = cli.main(["train", str(root), "--out", str(run), "--epochs", "1", *extra, *FAST])
+        assert code == 0
+        vm = load_bundle(run / "bundle").meta.val_metrics
+        assert vm["windows_mirrored"] is bool(extra)
+        counts[name] = vm["tp"] + vm["fp"] + vm["tn"] + vm["fn"]
+    # calibrated on the 2 validation chips' windows (32 x 40 px), or on the whole mirrored chips
+    assert counts == {"cut": 2 * 32 * 40, "mirrored": 2 * 64 * 64}
 
 
 def test_train_log_and_calibrated_iou(full_run: Path) -> None:

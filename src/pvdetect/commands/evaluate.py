@@ -86,6 +86,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="chips to leave out, one per line (# comments): image or mask path relative to "
         "the dataset folder, chip key, or a shell pattern of them (as train --exclude)",
     )
+    parser.add_argument(
+        "--mirror-windows",
+        action="store_true",
+        help="score each chip with its window mirrored over the chip, image and label alike "
+        "(chip sets cut to their labels, as train --mirror-windows validates on them): every "
+        "labelled pixel counts and the window's shape no longer tells where the plant is",
+    )
     add_input_arguments(parser)
 
 
@@ -115,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             offset=args.offset,
             scale=args.scale,
             exclude=args.exclude,
+            mirror_windows=args.mirror_windows,
         ),
     )
     logs.attach_file(Path(args.out) / LOG_NAME)

@@ -31,8 +31,10 @@ def evaluate_baselines(
     sample_size: int = DEFAULT_SAMPLE,
     band_names: Sequence[str] = BAND_NAMES,
     class_weight: str | None = None,
+    mirror_windows: bool = False,
 ) -> dict[str, Evaluation]:
-    """Fit on the training split, evaluate every baseline on ``split`` with the engine."""
+    """Fit on the training split, evaluate every baseline on ``split`` with the engine
+    (with ``mirror_windows``, on the chips' windows mirrored, as ``evaluate --mirror-windows``)."""
     from pvdetect.evaluation.engine import EvalSettings, evaluate_predictor
 
     idx = cache.indices(split)
@@ -63,6 +65,7 @@ def evaluate_baselines(
                 "seed": seed,
             },
             split=split,
+            mirror_windows=mirror_windows,
         )
         results[name] = evaluate_predictor(b, cache, idx, b.threshold, settings)
     return results

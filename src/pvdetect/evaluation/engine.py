@@ -86,6 +86,9 @@ class EvalSettings:
         model_info: the ``model`` section of the metrics.
         split: name of the evaluated split.
         progress: print a progress line to stderr every 5 s and at the end.
+        mirror_windows: score each chip with its window mirrored over the chip (image,
+            mask and valid alike, :func:`pvdetect.model.transforms.mirror_windows`): chips
+            cut to their labels then count every labelled pixel, with no window shape to go by.
     """
 
     batch_size: int = 40
@@ -99,6 +102,25 @@ class EvalSettings:
     model_info: dict[str, Any] = field(default_factory=dict)
     split: str = ""
     progress: bool = False
+    mirror_windows: bool = False
+
+
+def _load_batch(
+    cache: PackedCache, idx: np.ndarray, dev: torch.device, mirror: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Raw images, valid and mask of chips ``idx`` on ``dev`` (windows mirrored with
+    ``mirror``)."""
+    import torch
+
+    from pvdetect.model.transforms import mirror_windows
+
+    def load(arr: Any) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(arr[idx])).to(dev)
+
+    raw, valid, mask = load(cache.images), load(cache.valid), load(cache.masks)
+    if mirror:
+        raw, mask, valid = mirror_windows(raw, mask, valid)
+    return raw, valid, mask
 
 
 class _Counts:
@@ -190,9 +212,7 @@ def _accumulate(
     t0 = last = time.perf_counter()
     for start in range(0, idx_all.size, s.batch_size):
         idx = idx_all[start : start + s.batch_size]
-        raw = torch.from_numpy(np.ascontiguousarray(cache.images[idx])).to(dev)
-        valid = torch.from_numpy(np.ascontiguousarray(cache.valid[idx])).to(dev)
-        mask = torch.from_numpy(np.ascontiguousarray(cache.masks[idx])).to(dev)
+        raw, valid, mask = _load_batch(cache, idx, dev, s.mirror_windows)
         with torch.inference_mode():
             probs = predict_batch(predictor, raw, valid, idx)
             mask_r, valid_r = to_resolution(probs, mask, valid, factor)
@@ -249,6 +269,7 @@ def evaluate_predictor(
             "upscale_factor": factor,
             "fingerprint": getattr(cache, "fingerprint", ""),
             "pixel_area": ", ".join(sorted(set(area_sources))),
+            "windows_mirrored": bool(s.mirror_windows),
         },
         "pixel": pixel_section(counts.per_chip.sum(axis=0)),
         "threshold": threshold_section(counts.hist, threshold, s.threshold_source),
@@ -262,7 +283,9 @@ def evaluate_predictor(
     grids = (
         make_grid_chips(
             picks,
-            _grid_inputs(predictor, cache, idx_all[[j for j, _ in picks]], dev, factor),
+            _grid_inputs(
+                predictor, cache, idx_all[[j for j, _ in picks]], dev, factor, s.mirror_windows
+            ),
             per_image,
             threshold,
             s.band_stats or cache.stats.to_dict(),
@@ -275,24 +298,26 @@ def evaluate_predictor(
 
 
 def _grid_inputs(
-    predictor: Predictor, cache: PackedCache, idx: np.ndarray, dev: torch.device, factor: int
+    predictor: Predictor,
+    cache: PackedCache,
+    idx: np.ndarray,
+    dev: torch.device,
+    factor: int,
+    mirror: bool = False,
 ) -> GridInputs:
     """Predict the grid chips again (memmap reads in increasing index order)."""
     import torch
 
     order = np.argsort(idx, kind="stable")
-    raw = np.ascontiguousarray(cache.images[idx[order]])
-    valid = np.ascontiguousarray(cache.valid[idx[order]])
-    mask = np.ascontiguousarray(cache.masks[idx[order]])
+    raw, valid, mask = _load_batch(cache, idx[order], dev, mirror)
     with torch.inference_mode():
-        probs = predict_batch(
-            predictor, torch.from_numpy(raw).to(dev), torch.from_numpy(valid).to(dev), idx[order]
-        )
-        mask_t, valid_t = to_resolution(
-            probs, torch.from_numpy(mask).to(dev), torch.from_numpy(valid).to(dev), factor
-        )
+        probs = predict_batch(predictor, raw, valid, idx[order])
+        mask_t, valid_t = to_resolution(probs, mask, valid, factor)
     inv = np.empty_like(order)
     inv[order] = np.arange(order.size)
     return GridInputs(
-        raw[inv], probs.cpu().numpy()[inv], mask_t.cpu().numpy()[inv], valid_t.cpu().numpy()[inv]
+        raw.cpu().numpy()[inv],
+        probs.cpu().numpy()[inv],
+        mask_t.cpu().numpy()[inv],
+        valid_t.cpu().numpy()[inv],
     )

@@ -52,6 +52,8 @@ class EvaluateOptions:
         exclude: chips to leave out (``--exclude``): a file or a list of entries
             (:mod:`pvdetect.data.exclude`), matched in every dataset; each entry must name a
             chip of at least one.
+        mirror_windows: score each chip with its window mirrored over the chip (chips cut to
+            their labels, as ``train --mirror-windows`` trains and validates on them).
     """
 
     batch_size: int = 40
@@ -68,6 +70,7 @@ class EvaluateOptions:
     offset: str | float | Sequence[float] | None = None
     scale: str | float | Sequence[float] | None = None
     exclude: str | Sequence[str] | None = None
+    mirror_windows: bool = False
 
     def check(self) -> None:
         """Refuse options out of range before anything is read."""
@@ -224,6 +227,7 @@ def evaluate_bundle(
         model_info=_model_info(bundle, Path(bundle_path), opt.tta),
         split=split,
         progress=opt.progress,
+        mirror_windows=opt.mirror_windows,
     )
     ev = evaluate_predictor(predict, cache, idx, used, settings)
     metrics = ev.metrics
@@ -289,12 +293,22 @@ def _baseline_entries(
             device=dev,
             n_grid=0,
             band_names=band_names,
+            mirror_windows=opt.mirror_windows,
         )
         return {k: e.metrics for k, e in evals.items()}, (
             "baselines fitted on the training split in this run"
         )
     explicit = Path(opt.baselines_json) if opt.baselines_json else None
-    return find_baselines(out, explicit, split, metrics["data"]["fingerprint"])
+    entries, note = find_baselines(out, explicit, split, metrics["data"]["fingerprint"])
+    theirs = {bool(e.get("data", {}).get("windows_mirrored")) for e in entries.values()}
+    if entries and theirs != {opt.mirror_windows}:
+        note += (
+            " (WARNING: the baselines were scored on the windows as cut, the model on them "
+            "mirrored)"
+            if opt.mirror_windows
+            else " (WARNING: the baselines were scored with the windows mirrored, the model not)"
+        )
+    return entries, note
 
 
 def _report(
@@ -325,6 +339,9 @@ def _report(
                 "threshold": f"{used:.4f} ({source})",
                 "test-time augmentation": "yes (D4)" if tta else "no",
                 "resolution": data["resolution"],
+                "windows": "mirrored over each chip (--mirror-windows)"
+                if data.get("windows_mirrored")
+                else "as cut",
                 "pixel area": data["pixel_area"],
                 "device": data["device"],
             }

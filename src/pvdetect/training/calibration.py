@@ -31,6 +31,7 @@ def calibrate(task: SegmentationTask, metric: str = "f1") -> tuple[float, dict[s
     metrics["threshold"] = thr
     metrics["iou_at_0.5"] = at_half.iou
     metrics["f1_at_0.5"] = at_half.f1
+    metrics["windows_mirrored"] = bool(task.cfg.data.mirror_windows)
     if task.factor > 1:
         c_up = up.confusion(thr)
         metrics["iou_upscaled"] = c_up.iou
