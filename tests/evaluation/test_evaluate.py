@@ -151,3 +151,16 @@ def test_mirrored_windows_score_the_whole_chip(tmp_path: Path) -> None:
         assert r["tp"] + r["fn"] == int(truth.sum()) > 0
     assert "mirrored over each chip" in (tmp_path / "mirrored" / "report.html").read_text()
     assert "mirrored over each chip" not in (tmp_path / "as_cut" / "report.html").read_text()
+    # pvdetect baselines scores so too, and evaluate flags a baselines file scored otherwise
+    out = tmp_path / "baselines"
+    code = main(["baselines", str(root), "--out", str(out), "--device", "cpu", "-q",
+                 "--cache-dir", str(tmp_path / "cache"), "--mirror-windows"])  # fmt: skip
+    assert code == 0
+    for e in json.loads((out / "metrics.json").read_text())["baselines"].values():
+        assert e["data"]["windows_mirrored"] and total(e["pixel"]) == 2 * 64 * 64
+    assert "mirrored over each chip" in (out / "report.html").read_text()
+    cache = ("--cache-dir", str(tmp_path / "cache"))
+    same = _evaluate(path, root, tmp_path / "same", *cache, "--mirror-windows")["comparison"]
+    other = _evaluate(path, root, tmp_path / "other", *cache)["comparison"]
+    assert str(out) in same["note"] and "WARNING" not in same["note"]
+    assert "WARNING: the baselines were scored with the windows mirrored" in other["note"]

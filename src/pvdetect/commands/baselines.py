@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from pvdetect import logs
+from pvdetect.commands.evaluate import add_mirror_argument
 from pvdetect.evaluation.baseline_runs import run_baselines
 from pvdetect.evaluation.baselines import DEFAULT_SAMPLE
 from pvdetect.evaluation.report import summary_line
@@ -41,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="packed-cache folder (default: DATA/.pvdetect_cache)",
     )
+    add_mirror_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         sample_size=args.sample_size,
         class_weight="balanced" if args.balanced else None,
         cache_dir=args.cache_dir,
+        mirror_windows=args.mirror_windows,
     )
     logs.attach_file(Path(args.out) / "pvdetect.log")
     for name, m in res["baselines"].items():

@@ -86,6 +86,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="chips to leave out, one per line (# comments): image or mask path relative to "
         "the dataset folder, chip key, or a shell pattern of them (as train --exclude)",
     )
+    add_mirror_argument(parser)
+    add_input_arguments(parser)
+
+
+def add_mirror_argument(parser: argparse.ArgumentParser) -> None:
+    """``--mirror-windows`` of ``evaluate`` and ``baselines``."""
     parser.add_argument(
         "--mirror-windows",
         action="store_true",
@@ -93,7 +99,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(chip sets cut to their labels, as train --mirror-windows validates on them): every "
         "labelled pixel counts and the window's shape no longer tells where the plant is",
     )
-    add_input_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

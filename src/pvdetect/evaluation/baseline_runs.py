@@ -82,8 +82,10 @@ def run_baselines(
     sample_size: int = DEFAULT_SAMPLE,
     class_weight: str | None = None,
     cache_dir: Path | None = None,
+    mirror_windows: bool = False,
 ) -> dict[str, Any]:
-    """Fit and evaluate all baselines; with ``out_dir`` write metrics.json and report.html.
+    """Fit and evaluate all baselines; with ``out_dir`` write metrics.json and report.html
+    (``mirror_windows``: scored on the chips' windows mirrored, see :func:`evaluate_baselines`).
 
     The output folder is created only once the data have been read.
 
@@ -108,6 +110,7 @@ def run_baselines(
         device=dev,
         sample_size=sample_size,
         class_weight=class_weight,
+        mirror_windows=mirror_windows,
     )
     root = str(Path(data_root).resolve())
     for e in evals.values():
@@ -136,6 +139,11 @@ def _report(
     body = [
         info_table(
             {"data": root, "split": split, "chips": n, "seed": seed, "fitted on": "training split"}
+            | (
+                {"windows": "mirrored over each chip (--mirror-windows)"}
+                if next(iter(evals.values())).metrics["data"].get("windows_mirrored")
+                else {}
+            )
         ),
         '<p class="note">' + _definitions_html() + "</p>",
         comparison_section(result["baselines"]),
