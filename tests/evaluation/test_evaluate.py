@@ -126,6 +126,13 @@ def test_mirrored_windows_score_the_whole_chip(tmp_path: Path) -> None:
     cut = _evaluate(path, root, tmp_path / "as_cut", *extra)
     mirrored = _evaluate(path, root, tmp_path / "mirrored", *extra, "--mirror-windows")
 
+    def logged(name: str) -> str:
+        return (tmp_path / name / "pvdetect.log").read_text()
+
+    # the bundle's threshold was not calibrated on mirrored windows: said when they are
+    assert "calibrated with the windows" not in logged("as_cut")
+    assert logged("mirrored").count("calibrated with the windows as cut") == 1
+
     def total(px: dict) -> int:
         return sum(px[k] for k in ("tp", "fp", "fn", "tn"))
 
@@ -164,3 +171,8 @@ def test_mirrored_windows_score_the_whole_chip(tmp_path: Path) -> None:
     other = _evaluate(path, root, tmp_path / "other", *cache)["comparison"]
     assert str(out) in same["note"] and "WARNING" not in same["note"]
     assert "WARNING: the baselines were scored with the windows mirrored" in other["note"]
+    # a bundle calibrated on mirrored windows, scored as cut: the hint to pass the flag
+    meta.val_metrics = {"windows_mirrored": True}
+    path = save_bundle(tmp_path / "bundle_m", model, meta)
+    _evaluate(path, root, tmp_path / "m_as_cut", *cache)
+    assert "pass --mirror-windows to score them as in training" in logged("m_as_cut")

@@ -9,6 +9,7 @@ per-dataset section (``per_source``) and table.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from pvdetect.model.bundle import Bundle
 
 __all__ = ["EvaluateOptions", "bundle_band_order", "evaluate_bundle"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -213,6 +216,16 @@ def evaluate_bundle(
             f"{cache.images.shape[1]}"
         )
     used, source = _threshold(opt, meta)
+    mirrored = bool((meta.val_metrics or {}).get("windows_mirrored"))
+    if mirrored != opt.mirror_windows:
+        log.warning(
+            "%s: the threshold was calibrated with the windows %s; this evaluation scores "
+            "them %s (%s --mirror-windows to score them as in training)",
+            bundle_path,
+            "mirrored" if mirrored else "as cut",
+            "mirrored" if opt.mirror_windows else "as cut",
+            "pass" if mirrored else "drop",
+        )
 
     def predict(raw: Any, valid: Any, indices: Any) -> Any:
         return bundle.predict_probs(raw, valid, tta=opt.tta, native=opt.native)
