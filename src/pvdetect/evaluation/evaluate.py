@@ -216,16 +216,7 @@ def evaluate_bundle(
             f"{cache.images.shape[1]}"
         )
     used, source = _threshold(opt, meta)
-    mirrored = bool((meta.val_metrics or {}).get("windows_mirrored"))
-    if mirrored != opt.mirror_windows:
-        log.warning(
-            "%s: the threshold was calibrated with the windows %s; this evaluation scores "
-            "them %s (%s --mirror-windows to score them as in training)",
-            bundle_path,
-            "mirrored" if mirrored else "as cut",
-            "mirrored" if opt.mirror_windows else "as cut",
-            "pass" if mirrored else "drop",
-        )
+    _check_mirroring(bundle_path, meta, opt.mirror_windows)
 
     def predict(raw: Any, valid: Any, indices: Any) -> Any:
         return bundle.predict_probs(raw, valid, tta=opt.tta, native=opt.native)
@@ -254,6 +245,20 @@ def evaluate_bundle(
         write_json(out / "metrics.json", metrics)
         write_text(out / "report.html", _report(metrics, ev, entries, used, source, opt.tta))
     return metrics
+
+
+def _check_mirroring(bundle_path: str | Path, meta: Any, mirror: bool) -> None:
+    """Warn when ``--mirror-windows`` differs from how the bundle's threshold was calibrated."""
+    mirrored = bool((meta.val_metrics or {}).get("windows_mirrored"))
+    if mirrored != mirror:
+        log.warning(
+            "%s: the threshold was calibrated with the windows %s; this evaluation scores "
+            "them %s (%s --mirror-windows to score them as in training)",
+            bundle_path,
+            "mirrored" if mirrored else "as cut",
+            "mirrored" if mirror else "as cut",
+            "pass" if mirrored else "drop",
+        )
 
 
 def _comparison(
