@@ -133,17 +133,20 @@ def _report(
         evaluation_section,
         html_page,
         info_table,
+        windows_row,
     )
 
-    n = next(iter(evals.values())).metrics["data"]["n_images"]
+    data = next(iter(evals.values())).metrics["data"]
     body = [
         info_table(
-            {"data": root, "split": split, "chips": n, "seed": seed, "fitted on": "training split"}
-            | (
-                {"windows": "mirrored over each chip (--mirror-windows)"}
-                if next(iter(evals.values())).metrics["data"].get("windows_mirrored")
-                else {}
-            )
+            {
+                "data": root,
+                "split": split,
+                "chips": data["n_images"],
+                "seed": seed,
+                "fitted on": "training split",
+            }
+            | windows_row(data)
         ),
         '<p class="note">' + _definitions_html() + "</p>",
         comparison_section(result["baselines"]),

@@ -40,9 +40,11 @@ def _read_entries(path: Path, explicit: bool) -> dict[str, dict[str, Any]] | Non
 
 
 def find_baselines(
-    out: Path | None, explicit: Path | None, split: str, fingerprint: str
+    out: Path | None, explicit: Path | None, split: str, fingerprint: str, mirrored: bool = False
 ) -> tuple[dict[str, dict[str, Any]], str]:
-    """Baseline metrics from an explicit file or ``OUT/../baselines/metrics.json``.
+    """Baseline metrics from an explicit file or ``OUT/../baselines/metrics.json``; the note
+    warns when they were computed on other data or with the windows scored otherwise than
+    ``mirrored`` (``--mirror-windows``).
 
     Returns:
         The entries by baseline name (empty when none fit) and a note for the report.
@@ -72,4 +74,12 @@ def find_baselines(
     note = f"baselines from {path}"
     if fingerprint and fps != {fingerprint}:
         note += " (WARNING: computed on different data)"
+    theirs = {bool(e.get("data", {}).get("windows_mirrored")) for e in entries.values()}
+    if entries and theirs != {mirrored}:
+        note += (
+            " (WARNING: the baselines were scored on the windows as cut, the model on them "
+            "mirrored)"
+            if mirrored
+            else " (WARNING: the baselines were scored with the windows mirrored, the model not)"
+        )
     return entries, note

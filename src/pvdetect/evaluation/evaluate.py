@@ -317,16 +317,9 @@ def _baseline_entries(
             "baselines fitted on the training split in this run"
         )
     explicit = Path(opt.baselines_json) if opt.baselines_json else None
-    entries, note = find_baselines(out, explicit, split, metrics["data"]["fingerprint"])
-    theirs = {bool(e.get("data", {}).get("windows_mirrored")) for e in entries.values()}
-    if entries and theirs != {opt.mirror_windows}:
-        note += (
-            " (WARNING: the baselines were scored on the windows as cut, the model on them "
-            "mirrored)"
-            if opt.mirror_windows
-            else " (WARNING: the baselines were scored with the windows mirrored, the model not)"
-        )
-    return entries, note
+    return find_baselines(
+        out, explicit, split, metrics["data"]["fingerprint"], mirrored=opt.mirror_windows
+    )
 
 
 def _report(
@@ -343,6 +336,7 @@ def _report(
         evaluation_section,
         html_page,
         info_table,
+        windows_row,
     )
 
     info, data = metrics["model"], metrics["data"]
@@ -357,12 +351,10 @@ def _report(
                 "threshold": f"{used:.4f} ({source})",
                 "test-time augmentation": "yes (D4)" if tta else "no",
                 "resolution": data["resolution"],
-                "windows": "mirrored over each chip (--mirror-windows)"
-                if data.get("windows_mirrored")
-                else "as cut",
                 "pixel area": data["pixel_area"],
                 "device": data["device"],
             }
+            | windows_row(data)
         )
     ]
     if entries:

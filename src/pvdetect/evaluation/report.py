@@ -184,6 +184,15 @@ def info_table(items: dict[str, Any]) -> str:
     return html_table(None, [[k, v] for k, v in items.items()])
 
 
+def windows_row(data: dict[str, Any]) -> dict[str, str]:
+    """The info-table row of an evaluation scored with ``--mirror-windows`` (none otherwise)."""
+    return (
+        {"windows": "mirrored over each chip (--mirror-windows)"}
+        if data.get("windows_mirrored")
+        else {}
+    )
+
+
 # -------------------------------------------------------------------- report composition
 
 PIXEL_KEYS = ("accuracy", "precision", "recall", "specificity", "f1", "iou", "miou")
