@@ -299,12 +299,12 @@ TRAIN_FLAGS = (
     "--patience --overlap --no-progress"
 ).split()
 # flags added since: several sources, synthetic chips, spectral augmentation, cross-validation,
-# exclusion lists, mirrored windows
+# exclusion lists, mirrored windows, fine-tuning from a bundle
 NEW_TRAIN_FLAGS = (
     "--data --synthetic --synthetic-style --synthetic-chip-size --synthetic-seed "
     "--spectral-augment --no-spectral-augment --augment-p --augment-gain --augment-offset "
     "--augment-brightness --augment-haze --cv --bands --synthetic-off-last --exclude "
-    "--mirror-windows"
+    "--mirror-windows --init-from --blend"
 ).split()
 
 

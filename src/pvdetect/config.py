@@ -427,6 +427,19 @@ class ModelConfig(_Options):
         "weights file, or none for random initialisation.", "--weights",
         metavar="imagenet|PATH|none",
     )  # fmt: skip
+    init_from: str | None = option(
+        None, "Fine-tune a trained pvdetect bundle (folder, .pvb or run folder): the run starts "
+        "from its weights and band normalisation (weights is then unused; arch and encoder "
+        "must be the bundle's, and are taken from it when not given). With cv, a "
+        "cross-validation run dealt the same folds: fold k starts from RUN/fold-k/bundle.",
+        "--init-from", metavar="BUNDLE|RUN",
+    )  # fmt: skip
+    blend: float | None = option(
+        None, "With init_from, the bundle holds start + blend x (trained - start) for every "
+        "weight (a weight-space ensemble of the start and its fine-tuned copy, WiSE-FT), "
+        "validated and calibrated as such; 0 keeps the start, 1 the trained weights.",
+        "--blend", ge=0.0, le=1.0, default_text="1 (the trained weights)",
+    )  # fmt: skip
 
     @field_validator("arch", "encoder")
     @classmethod
@@ -685,6 +698,13 @@ class TrainConfig(_Options):
         raise PydanticCustomError(
             "devices_type", "expected auto, a device count or a list of device ids"
         )
+
+    @model_validator(mode="after")
+    def _blend_needs_start(self) -> TrainConfig:
+        if self.model.blend is not None and not self.model.init_from:
+            raise rule_error("{0}: needs {1} (the weights to blend with)", "model.blend",
+                             "model.init_from")  # fmt: skip
+        return self
 
     @model_validator(mode="after")
     def _fold_in_range(self) -> TrainConfig:

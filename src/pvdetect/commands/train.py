@@ -157,6 +157,8 @@ def config_from_args(args: argparse.Namespace, need_paths: bool = True) -> Train
         cfg = config_from_dict(merge(base, overrides))
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
+    if cfg.model.init_from:
+        _model_of_start(cfg, given={**base.get("model", {}), **_nested(overrides, "model")})
     if need_paths and not cfg.data.has_data():
         raise ConfigError(
             "no dataset given: pass DATA, --data or --synthetic, or set data.root, data.sources "
@@ -165,6 +167,27 @@ def config_from_args(args: argparse.Namespace, need_paths: bool = True) -> Train
     if need_paths and not cfg.out:
         raise ConfigError("no run folder given: pass --out RUN or set out in the --config file")
     return cfg
+
+
+def _nested(overrides: dict[str, Any], section: str) -> dict[str, Any]:
+    return {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith(section + ".")}
+
+
+def _model_of_start(cfg: TrainConfig, given: dict[str, Any]) -> None:
+    """``--init-from``: the architecture and encoder not given are the starting bundle's."""
+    from pvdetect.errors import BundleError
+    from pvdetect.model.bundle import read_meta
+    from pvdetect.training.start import start_path
+
+    path = start_path(cfg.model.init_from, 1 if cfg.cv else None)
+    try:
+        meta = read_meta(path)
+    except BundleError as exc:
+        raise ConfigError(f"model.init_from: {exc}") from None
+    if "arch" not in given:
+        cfg.model.arch = meta.arch
+    if "encoder" not in given:
+        cfg.model.encoder = meta.encoder
 
 
 def run(args: argparse.Namespace) -> int:

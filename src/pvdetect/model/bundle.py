@@ -152,6 +152,35 @@ def _load_sr(path: Path, d: Path, meta: BundleMeta) -> nn.Module | None:
     return load_sr_model(sr_file, meta.upscale.factor, mean=stats["mean"], std=stats["std"])
 
 
+def read_weights(path: str | Path) -> tuple[BundleMeta, dict[str, torch.Tensor]]:
+    """The metadata and the network's state dict of a bundle (what fine-tuning starts from).
+
+    Raises:
+        BundleError: no bundle there, an ONNX export (no trainable weights), or unreadable
+            weights.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"{path}: bundle not found")
+    with _bundle_dir(path) as d:
+        meta, runtime = _read_meta(path, d)
+        if runtime == RUNTIME:
+            raise BundleError(
+                f"{path}: an ONNX export holds no trainable weights; give the bundle it was "
+                "exported from"
+            )
+        weights = d / WEIGHTS_NAME
+        if not weights.is_file():
+            raise BundleError(f"{path}: not a bundle ({WEIGHTS_NAME} missing)")
+        try:
+            return meta, load_file(str(weights))
+        except (SafetensorError, OSError) as exc:
+            raise BundleError(f"{path}: weights do not load ({first_line(exc)})") from None
+
+
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     """Load a bundle; weights only through safetensors (or an ONNX graph for onnxruntime)."""
     from safetensors import SafetensorError

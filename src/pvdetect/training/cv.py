@@ -7,7 +7,7 @@ k validates on its sites and trains on the others, as a normal run in ``RUN/fold
 --resume`` continues that fold alone). Then::
 
     RUN/config.yaml   the configuration of the cross-validation
-    RUN/cv.json       per fold: its run, validation sites, chips and metrics; per metric the
+    RUN/cv.json       per fold: its run, validation chips and metrics; per metric the
                       mean, std (sample, n - 1), min and max over the folds
     RUN/cv.csv        one row per fold, then mean, std, min and max rows
 

@@ -42,6 +42,7 @@ from pvdetect.io import first_line
 from pvdetect.training.calibration import calibrate, source_metrics
 from pvdetect.training.checks import check_devices, check_extras, check_resume_checkpoint
 from pvdetect.training.curves import plot_curves
+from pvdetect.training.start import calibrated, open_start
 
 if TYPE_CHECKING:
     import lightning as L
@@ -364,6 +365,7 @@ def train(config: TrainConfig) -> Path:
     from pvdetect.training.task import SegmentationTask
 
     cache, dm = _data(cfg)
+    start = open_start(cfg, cache)
     precision = resolve_precision(cfg.precision, cfg.accelerator)
     _, channels, height, width = cache.images.shape
     if _on_gpu(cfg):
@@ -374,13 +376,15 @@ def train(config: TrainConfig) -> Path:
         cache.stats,
         in_channels=channels,
         chip_size=(height, width),
-        pretrained=not cfg.resume,
+        pretrained=not cfg.resume and start is None,
         sources=cache.names,
         source_of=cache.source_of.tolist(),
         primary=cache.primary(),
     )
     if cfg.resume:
         check_resume_checkpoint(paths.last, task)
+    elif start is not None:
+        task.model.load_state_dict(start.state)
     new_run = not paths.run_dir.exists()
     _start_run_dir(cfg, paths)
     try:
@@ -390,7 +394,7 @@ def train(config: TrainConfig) -> Path:
         if new_run and env_rank_zero() and not paths.last.exists():
             shutil.rmtree(paths.run_dir, ignore_errors=True)
         raise
-    threshold, val_metrics = calibrate(task, cfg.threshold_metric)
+    threshold, val_metrics = calibrated(cfg, task, trainer, dm, start)
     if trainer.is_global_zero:
         per_source = source_metrics(task, threshold)
         meta = bundle_meta(cfg, cache, threshold, {**val_metrics, "checkpoint": source.name},
