@@ -153,12 +153,13 @@ def config_from_args(args: argparse.Namespace, need_paths: bool = True) -> Train
         if saved.is_file():
             source = str(saved)
             base = read_yaml(saved)
+    merged = merge(base, overrides)
     try:
-        cfg = config_from_dict(merge(base, overrides))
+        cfg = config_from_dict(merged)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
     if cfg.model.init_from:
-        _model_of_start(cfg, given={**base.get("model", {}), **_nested(overrides, "model")})
+        _model_of_start(cfg, given=merged.get("model") or {})
     if need_paths and not cfg.data.has_data():
         raise ConfigError(
             "no dataset given: pass DATA, --data or --synthetic, or set data.root, data.sources "
@@ -167,10 +168,6 @@ def config_from_args(args: argparse.Namespace, need_paths: bool = True) -> Train
     if need_paths and not cfg.out:
         raise ConfigError("no run folder given: pass --out RUN or set out in the --config file")
     return cfg
-
-
-def _nested(overrides: dict[str, Any], section: str) -> dict[str, Any]:
-    return {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith(section + ".")}
 
 
 def _model_of_start(cfg: TrainConfig, given: dict[str, Any]) -> None:

@@ -159,9 +159,6 @@ def read_weights(path: str | Path) -> tuple[BundleMeta, dict[str, torch.Tensor]]
         BundleError: no bundle there, an ONNX export (no trainable weights), or unreadable
             weights.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.exists():
         raise BundleError(f"{path}: bundle not found")
@@ -172,20 +169,25 @@ def read_weights(path: str | Path) -> tuple[BundleMeta, dict[str, torch.Tensor]]
                 f"{path}: an ONNX export holds no trainable weights; give the bundle it was "
                 "exported from"
             )
-        weights = d / WEIGHTS_NAME
-        if not weights.is_file():
-            raise BundleError(f"{path}: not a bundle ({WEIGHTS_NAME} missing)")
-        try:
-            return meta, load_file(str(weights))
-        except (SafetensorError, OSError) as exc:
-            raise BundleError(f"{path}: weights do not load ({first_line(exc)})") from None
+        return meta, _read_state(path, d)
+
+
+def _read_state(path: Path, d: Path) -> dict[str, torch.Tensor]:
+    """The network's state dict of the bundle opened in ``d`` (safetensors only)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights = d / WEIGHTS_NAME
+    if not weights.is_file():
+        raise BundleError(f"{path}: not a bundle ({WEIGHTS_NAME} missing)")
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise BundleError(f"{path}: weights do not load ({first_line(exc)})") from None
 
 
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     """Load a bundle; weights only through safetensors (or an ONNX graph for onnxruntime)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     from pvdetect.errors import ConfigError
     from pvdetect.model.factory import build_model
 
@@ -197,16 +199,13 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         sr = _load_sr(path, d, meta)
         if runtime == RUNTIME:  # exported by ``pvdetect export --onnx``: onnxruntime runs it
             return load_onnx_bundle(path, d, meta, sr, device)
-        weights = d / WEIGHTS_NAME
-        if not weights.is_file():
-            raise BundleError(f"{path}: not a bundle ({WEIGHTS_NAME} missing)")
+        state = _read_state(path, d)
         try:
             model = build_model(meta.arch, meta.encoder, in_channels=meta.in_channels)
         except ConfigError as exc:
             raise BundleError(f"{path}: {exc}") from None
         try:
-            state = load_file(str(weights))
             model.load_state_dict(state)
-        except (SafetensorError, RuntimeError, OSError) as exc:
+        except RuntimeError as exc:
             raise BundleError(f"{path}: weights do not load ({first_line(exc)})") from None
     return Bundle(meta, model, sr).to(device)

@@ -129,12 +129,11 @@ def _check_folds(cfg: TrainConfig, given: Path, meta: BundleMeta, cache: SourceS
     if (theirs.cv, theirs.seed) != (cfg.cv, cfg.seed):
         problem = f"cv {theirs.cv}, seed {theirs.seed} (this run: cv {cfg.cv}, seed {cfg.seed})"
     else:
-        ours = {d["fingerprint"]: d["chips"] for d in cache.describe() if d["kind"] == "dataset"}
+        ours = {src.cache.fingerprint: _split_counts(cache, s)
+                for s, src in enumerate(cache.sources) if src.kind == "dataset"}  # fmt: skip
         for src in meta.sources or []:
-            if src.kind != "dataset":
-                continue
-            mine = ours.get(src.fingerprint)
-            if mine is None or _split_counts(mine) != _split_counts(src.chips):
+            theirs_counts = (src.chips.get("train", 0), src.chips.get("val", 0))
+            if src.kind == "dataset" and ours.get(src.fingerprint) != theirs_counts:
                 problem = f"dataset {src.name} is not split the same way"
                 break
     if problem:
@@ -144,8 +143,9 @@ def _check_folds(cfg: TrainConfig, given: Path, meta: BundleMeta, cache: SourceS
         )
 
 
-def _split_counts(chips: dict[str, Any]) -> tuple[int, int]:
-    return int(chips.get("train", 0)), int(chips.get("val", 0))
+def _split_counts(cache: SourceSet, s: int) -> tuple[int, int]:
+    """Training and validation chips of source ``s`` (as ``bundle.json`` counts them)."""
+    return int(cache.indices("train", s).size), int(cache.indices("val", s).size)
 
 
 def calibrated(
